@@ -1,0 +1,44 @@
+# Set-up and checks, one command each. Everything lands in .venv; nothing is installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: venv data run test test-fast lint cluster-up cluster-down bench
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Real MNIST into the data dir ($$MNISTSWEEP_DATA or ~/.cache/mnistsweep), verified; no-op when there.
+data: venv
+	$(PY) -m mnistsweep data prepare
+
+# The main job on its default: the quick sweep on this machine, then its table.
+run: data
+	$(PY) -m mnistsweep launch sweeps/quick.yaml --executor local
+
+lint: venv
+	$(VENV)/bin/ruff check mnistsweep tests bench
+
+# A live single-machine SLURM (needs root and Debian's packages); tests marked slurm use it.
+cluster-up:
+	bash slurm/testcluster.sh up
+
+cluster-down:
+	bash slurm/testcluster.sh down
+
+test: data lint
+	@bash slurm/testcluster.sh up || { if [ -n "$$CI" ]; then echo "CI: the SLURM test cluster must come up" >&2; exit 1; fi; \
+		echo "no SLURM test cluster here: tests marked slurm will be skipped" >&2; }
+	$(PY) -m pytest
+
+# Without the SLURM tests and the slow trainings: seconds, for the edit-test loop.
+test-fast: venv
+	$(PY) -m pytest -m "not slurm and not slow"
+
+bench: data
+	$(PY) bench/run_all.py

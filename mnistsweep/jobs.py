@@ -1,0 +1,85 @@
+"""What one submitted job runs: its cells, one after another, each failure kept to its own cell.
+
+The same `CellBatch` runs under the local executor and under SLURM, so the local path tests the
+cluster path's code. It is checkpointable: when SLURM preempts or times out the job, submitit
+requeues the same call and each cell resumes from its last completed epoch on disk.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from mnistsweep.rundir import FINAL_STATUSES, RunFiles, write_json_atomic
+from mnistsweep.spec import Cell
+
+ERROR_TAIL_LINES = 20
+
+
+def run_dir(sweep_dir: Path, cell: Cell) -> Path:
+    return sweep_dir / "runs" / cell.dirname
+
+
+@contextmanager
+def exclusive(run_root: Path) -> Iterator[bool]:
+    """Hold the run's lock while training, so two launches of one sweep never train a cell twice."""
+    run_root.mkdir(parents=True, exist_ok=True)
+    with open(run_root / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class CellBatch(submitit.helpers.Checkpointable):
+    """Callable shipped to each job; submitit pickles it with its arguments."""
+
+    def __call__(
+        self, sweep_dir: str, cells: list[Cell], data_dir: str | None
+    ) -> list[dict[str, Any]]:
+        outcomes = []
+        for cell in cells:
+            files = RunFiles(run_dir(Path(sweep_dir), cell))
+            with exclusive(files.root) as acquired:
+                if not acquired:
+                    status = "busy"  # another job holds it; that job records the result
+                elif files.status() in FINAL_STATUSES:
+                    status = files.status()
+                else:
+                    status = train_or_record_failure(cell, files, data_dir)
+            outcomes.append({"cell_id": cell.id, "cell_name": cell.name, "status": status})
+        return outcomes
+
+
+def train_or_record_failure(cell: Cell, files: RunFiles, data_dir: str | None) -> str:
+    from mnistsweep import train  # Keras loads inside the job only
+
+    try:
+        return train.run_cell(cell, files.root, Path(data_dir) if data_dir else None)["status"]
+    except Exception as error:  # a cell's failure must not stop the job's other cells
+        details = traceback.format_exc()
+        files.error.write_text(details)
+        write_json_atomic(
+            files.result,
+            {
+                "status": "failed",
+                "cell_id": cell.id,
+                "cell_name": cell.name,
+                "axes": list(cell.axes),
+                "config": dict(cell.config),
+                "error": f"{type(error).__name__}: {error}",
+                "error_tail": details.strip().splitlines()[-ERROR_TAIL_LINES:],
+            },
+        )
+        return "failed"

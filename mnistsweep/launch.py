@@ -1,0 +1,122 @@
+"""Send a sweep's unfinished cells to an executor (local or SLURM) through submitit.
+
+Planning (which cells still need training, how they are packed into jobs) is separate from
+submitting, so `--dry-run` shows exactly what a real launch would do.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnistsweep import sweepdir
+from mnistsweep.errors import MnistsweepError
+from mnistsweep.jobs import CellBatch, run_dir
+from mnistsweep.rundir import FINAL_STATUSES, RunFiles
+from mnistsweep.spec import Cell, Spec
+
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would kill real trainings
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: Spec
+    backend: str
+    sweep_dir: Path
+    statuses: dict[str, str]  # cell id -> completed | diverged | failed | todo
+    batches: list[list[Cell]]  # what each job trains
+
+    @property
+    def todo(self) -> list[Cell]:
+        return [cell for batch in self.batches for cell in batch]
+
+    def count(self, status: str) -> int:
+        return sum(1 for value in self.statuses.values() if value == status)
+
+
+def resolve_backend(requested: str) -> str:
+    if requested == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    if requested == "slurm" and not shutil.which("sbatch"):
+        raise MnistsweepError("executor slurm: `sbatch` is not on PATH; use --executor local")
+    return requested
+
+
+def plan_launch(spec: Spec, results_dir: Path, backend: str, retry_failed: bool = False) -> Plan:
+    backend = resolve_backend(backend)
+    sweep_dir = results_dir / spec.name
+    sweepdir.check_same_spec(sweep_dir, spec)
+    statuses: dict[str, str] = {}
+    todo: list[Cell] = []
+    for cell in spec.cells():
+        status = RunFiles(run_dir(sweep_dir, cell)).status()
+        if status in FINAL_STATUSES or (status == "failed" and not retry_failed):
+            statuses[cell.id] = status
+        else:
+            statuses[cell.id] = "todo"
+            todo.append(cell)
+    return Plan(
+        spec, backend, sweep_dir, statuses, pack(todo, cells_per_job(spec, backend, len(todo)))
+    )
+
+
+def cells_per_job(spec: Spec, backend: str, todo: int) -> int:
+    """SLURM: as the spec says. Local: one job per parallel slot (each imports Keras once)."""
+    if spec.executor.cells_per_job is not None or backend == "slurm":
+        return spec.executor.cells_per_job or 1
+    return max(1, math.ceil(todo / spec.executor.local_parallel))
+
+
+def pack(cells: Sequence[Cell], size: int) -> list[list[Cell]]:
+    return [list(cells[start : start + size]) for start in range(0, len(cells), size)]
+
+
+def local_gpu_count() -> int:
+    """submitit's local executor hides GPUs unless told how many to pass on."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def make_local_executor(plan: Plan):
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=plan.sweep_dir / "submitit")
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=local_gpu_count())
+    return executor
+
+
+def run_local(plan: Plan, data_dir: Path | None, progress) -> list:
+    """Run the batches as local submitit jobs, at most `local_parallel` at once."""
+    executor = make_local_executor(plan)
+    waiting = list(plan.batches)
+    running: list = []
+    finished: list = []
+    try:
+        while waiting or running:
+            while waiting and len(running) < plan.spec.executor.local_parallel:
+                running.append(
+                    executor.submit(
+                        CellBatch(),
+                        str(plan.sweep_dir),
+                        waiting.pop(0),
+                        str(data_dir) if data_dir else None,
+                    )
+                )
+            progress()
+            time.sleep(0.5)
+            for job in [job for job in running if job.done()]:
+                running.remove(job)
+                finished.append(job)
+        progress()
+    except KeyboardInterrupt:
+        for job in running:
+            job.cancel(check=False)
+        raise
+    return finished

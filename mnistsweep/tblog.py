@@ -1,0 +1,82 @@
+"""TensorBoard event files written from plain protos, so logging works on every Keras backend.
+
+Keras's own TensorBoard callback needs TensorFlow; a run on the JAX backend (the GPU machines) has
+none. The layout matches what that callback writes (`train/` and `validation/` with `epoch_*`
+tags), so the HParams dashboard finds the metrics under the names users know.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from tensorboard.plugins.text import summary_v2 as text_summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+# The metrics the HParams dashboard shows against each run's hyperparameters.
+HPARAMS_METRICS = (
+    ("validation", "epoch_accuracy", "validation accuracy"),
+    ("validation", "epoch_loss", "validation loss"),
+    ("test", "test_accuracy", "test accuracy (best checkpoint)"),
+)
+
+
+class EventLog:
+    """One TensorBoard run folder per group (`train`, `validation`, ...) under a log root."""
+
+    def __init__(self, log_root: Path):
+        self.log_root = log_root
+        self._writers: dict[str, EventFileWriter] = {}
+
+    def _writer(self, group: str) -> EventFileWriter:
+        if group not in self._writers:
+            self._writers[group] = EventFileWriter(str(self.log_root / group))
+        return self._writers[group]
+
+    def _write(self, group: str, summary: Summary, step: int = 0) -> None:
+        self._writer(group).add_event(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def scalars(self, group: str, values: Mapping[str, float], step: int) -> None:
+        summary = Summary(
+            value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()]
+        )
+        self._write(group, summary, step)
+
+    def text(self, group: str, tag: str, markdown: str) -> None:
+        self._write(group, text_summary.text_pb(tag, markdown))
+
+    def hparams(self, values: Mapping[str, Any], trial_id: str) -> None:
+        self._write(".", hparams_summary.hparams_pb(dict(values), trial_id=trial_id))
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+def write_hparams_config(log_root: Path, axes: Mapping[str, Sequence[Any]]) -> None:
+    """Declare the sweep's axes and metrics once at the sweep's log root (HParams dashboard)."""
+    hparams = [
+        hparams_summary.HParam(name, hparams_summary.Discrete(list(values)))
+        if _discrete_ok(values)
+        else hparams_summary.HParam(name)
+        for name, values in axes.items()
+    ]
+    metrics = [
+        hparams_summary.Metric(tag, group=group, display_name=display)
+        for group, tag, display in HPARAMS_METRICS
+    ]
+    log = EventLog(log_root)
+    log._write(".", hparams_summary.hparams_config_pb(hparams, metrics))
+    log.close()
+
+
+def _discrete_ok(values: Sequence[Any]) -> bool:
+    """TensorBoard's Discrete domain wants values of one type among str, bool and float."""
+    kinds = {type(v) for v in values}
+    return len(kinds) == 1 and kinds <= {str, bool, float, int} and None not in values

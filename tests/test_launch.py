@@ -1,0 +1,123 @@
+"""Local launches through the command line, as a user runs them: real training, real submitit."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mnistsweep import jobs
+from mnistsweep.rundir import RunFiles
+from mnistsweep.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, data_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MNISTSWEEP_DATA": str(data_dir), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "mnistsweep", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_launch_trains_every_cell_then_relaunch_skips_them(tmp_path, tiny_spec, mnist_dir):
+    spec_path = tiny_spec()
+    first = cli("launch", str(spec_path), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "4 to train" in first.stdout and "4 completed" in first.stdout
+    assert "| mlp" in first.stdout and "| linear" in first.stdout
+    table = pd.read_csv(tmp_path / "out" / "tiny" / "summary.csv")
+    assert sorted(table["arch"]) == ["linear", "mlp"] and list(table["n"]) == [2, 2]
+    assert (table["test_acc_mean"] > 0.5).all()
+    assert list((tmp_path / "out" / "tiny" / "submitit").glob("*_result.pkl"))  # via submitit
+
+    results_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json")}
+    second = cli("launch", str(spec_path), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "skipping 4 cells" in second.stdout and "0 to train" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in results_before} == results_before
+
+    aggregate = cli("aggregate", "out/tiny", data_dir=mnist_dir, cwd=tmp_path)
+    assert aggregate.returncode == 0 and "| mlp" in aggregate.stdout
+
+
+def test_dry_run_lists_cells_and_trains_nothing(tmp_path, tiny_spec, mnist_dir):
+    spec_path = tiny_spec()
+    result = cli(
+        "launch",
+        str(spec_path),
+        "--dry-run",
+        "--results-dir",
+        "out",
+        data_dir=mnist_dir,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    for cell in load_spec(spec_path).cells():
+        assert cell.id in result.stdout and cell.name in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_dir_from_environment(tmp_path, tiny_spec, mnist_dir, monkeypatch):
+    monkeypatch.setenv("MNISTSWEEP_RESULTS", str(tmp_path / "elsewhere"))
+    from mnistsweep.__main__ import default_results_dir
+
+    assert default_results_dir() == tmp_path / "elsewhere"
+
+
+def test_changed_spec_under_same_name_is_refused(tmp_path, tiny_spec, mnist_dir):
+    from mnistsweep import sweepdir
+
+    spec = load_spec(tiny_spec())
+    sweepdir.record_spec(tmp_path / "out" / "tiny", spec)
+    changed = tiny_spec(epochs=2)
+    result = cli("launch", str(changed), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "differ from the spec that filled" in result.stderr and "new name" in result.stderr
+
+
+def test_failing_cell_is_recorded_and_the_others_go_on(tmp_path, tiny_spec, monkeypatch):
+    cells = load_spec(tiny_spec()).cells()
+    broken = cells[1]
+
+    def fake_run_cell(cell, run_dir, data_dir):
+        if cell.id == broken.id:
+            raise MemoryError("out of memory in a convolution")
+        RunFiles(run_dir).result.write_text('{"status": "completed"}')
+        return {"status": "completed"}
+
+    from mnistsweep import train
+
+    monkeypatch.setattr(train, "run_cell", fake_run_cell)
+    outcomes = jobs.CellBatch()(str(tmp_path), cells, None)
+    assert [o["status"] for o in outcomes] == ["completed", "failed", "completed", "completed"]
+    files = RunFiles(jobs.run_dir(tmp_path, broken))
+    result = files.read_result()
+    assert result["error"] == "MemoryError: out of memory in a convolution"
+    assert "MemoryError" in result["error_tail"][-1]
+    assert "Traceback" in files.error.read_text()
+
+
+def test_a_cell_locked_by_another_launch_is_not_trained_twice(tmp_path, tiny_spec, monkeypatch):
+    cell = load_spec(tiny_spec()).cells()[0]
+    from mnistsweep import train
+
+    monkeypatch.setattr(train, "run_cell", lambda *a: pytest.fail("trained a locked cell"))
+    with jobs.exclusive(jobs.run_dir(tmp_path, cell)) as acquired:
+        assert acquired
+        assert jobs.CellBatch()(str(tmp_path), [cell], None)[0]["status"] == "busy"
+
+
+def test_shipped_quick_sweep_is_small_enough_for_a_cpu():
+    spec = load_spec(REPO / "sweeps" / "quick.yaml")
+    assert spec.size <= 16 and spec.train["epochs"] <= 3
+    assert yaml.safe_load((REPO / "sweeps" / "quick.yaml").read_text())["name"] == "quick"

@@ -1,0 +1,161 @@
+"""Spec loading: the grid it expands to, stable cell ids, and one clear error per bad input."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mnistsweep.errors import MnistsweepError
+from mnistsweep.spec import MAX_CELLS, TRAIN_SETTINGS, SpecError, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_spec(tmp_path: Path, document) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
+    return path
+
+
+def minimal(**overrides):
+    document = {
+        "name": "t",
+        "grid": {"arch": ["linear", "mlp"], "seed": [0, 1, 2]},
+        "train": {"epochs": 1},
+    }
+    document.update(overrides)
+    return document
+
+
+def test_grid_expands_to_cartesian_product_with_every_train_key(tmp_path):
+    spec = load_spec(write_spec(tmp_path, minimal()))
+    cells = spec.cells()
+    assert spec.size == len(cells) == 6
+    assert {(c.config["arch"], c.config["seed"]) for c in cells} == {
+        (a, s) for a in ("linear", "mlp") for s in (0, 1, 2)
+    }
+    for cell in cells:
+        assert set(cell.config) == set(TRAIN_SETTINGS)
+        assert cell.config["epochs"] == 1
+        assert cell.config["batch_size"] == TRAIN_SETTINGS["batch_size"].default
+
+
+def test_cell_ids_are_stable_unique_and_names_readable(tmp_path):
+    first = load_spec(write_spec(tmp_path, minimal())).cells()
+    second = load_spec(write_spec(tmp_path, minimal())).cells()
+    assert [c.id for c in first] == [c.id for c in second]
+    assert len({c.id for c in first}) == len(first)
+    assert first[0].name == "arch=linear,seed=0"
+    assert first[0].dirname.endswith(first[0].id)
+
+
+def test_same_config_same_id_whether_fixed_or_an_axis(tmp_path):
+    as_axis = parse_spec({"name": "a", "grid": {"epochs": [2]}}, Path("a.yaml")).cells()[0]
+    as_fixed = parse_spec({"name": "b", "train": {"epochs": 2}}, Path("b.yaml")).cells()[0]
+    assert as_axis.id == as_fixed.id
+
+
+def test_any_train_key_can_be_an_axis_and_augment_booleans_are_names(tmp_path):
+    spec = parse_spec({"name": "a", "grid": {"augment": [False, True]}}, Path("a.yaml"))
+    assert [c.config["augment"] for c in spec.cells()] == ["none", "standard"]
+
+
+def test_shipped_sweeps_are_valid():
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        assert spec.size >= 1, path
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (minimal(grid={"arch": ["resnet"]}), ["grid.arch[0]", "'resnet'", "fancy_cnn", "linear"]),
+        (minimal(train={"epochs": "ten"}), ["train.epochs", "'ten'", "integer in [1, 10000]"]),
+        (minimal(train={"epochs": True}), ["train.epochs", "True"]),
+        (minimal(train={"epoch": 3}), ["train.epoch", "did you mean 'epochs'"]),
+        (minimal(grid={"dropout": []}), ["grid.dropout", "empty"]),
+        (minimal(grid={"dropout": 0.5}), ["grid.dropout", "must be a list"]),
+        (minimal(grid={"seed": [0, 0]}), ["grid.seed", "repeats 0"]),
+        (minimal(grid={"normalization": ["zscore"]}), ["grid.normalization[0]", "standardize"]),
+        (minimal(train={"learning_rate": -1}), ["train.learning_rate", "(0.0, 10.0]"]),
+        (minimal(train={"dropout": 1.5}), ["train.dropout", "[0.0, 0.9]"]),
+        (
+            minimal(train={"seed": 1}, grid={"seed": [1, 2]}),
+            ["grid.seed", "also fixed in train.seed"],
+        ),
+        (minimal(name="../escape"), ["name", "folder name"]),
+        (minimal(name=None), ["name"]),
+        (minimal(executor={"backend": "kubernetes"}), ["executor.backend", "auto, local, slurm"]),
+        (minimal(executor={"slurm": {"gpus": 1}}), ["executor.slurm.gpus", "gpus_per_node"]),
+        (minimal(executor={"slurm": {"timeout_min": 0}}), ["executor.slurm.timeout_min"]),
+        (minimal(ensemble={"top_k": 0}), ["ensemble.top_k"]),
+        (minimal(extra=1), ["extra", "allowed: name, grid, train, executor, ensemble"]),
+        ([1, 2], ["(top level)", "mapping"]),
+    ],
+)
+def test_bad_specs_name_file_key_and_allowed_values(tmp_path, document, expected):
+    path = write_spec(tmp_path, document)
+    with pytest.raises(SpecError) as raised:
+        load_spec(path)
+    message = str(raised.value)
+    assert message.startswith(str(path))
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    path = write_spec(tmp_path, "name: t\ngrid: {arch: [linear\n")
+    with pytest.raises(SpecError, match=r"malformed YAML at line \d+"):
+        load_spec(path)
+
+
+def test_missing_file_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_huge_grid_refused_unless_allowed(tmp_path):
+    document = minimal(grid={"seed": list(range(MAX_CELLS + 1))})
+    path = write_spec(tmp_path, document)
+    with pytest.raises(SpecError, match="above the limit"):
+        load_spec(path)
+    assert load_spec(path, allow_large=True).size == MAX_CELLS + 1
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 100),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(st.integers(0, 3), max_size=3),
+)
+documents = st.one_of(
+    values,
+    st.dictionaries(
+        st.sampled_from(["name", "grid", "train", "executor", "ensemble", "bogus"]),
+        st.one_of(
+            values,
+            st.dictionaries(
+                st.sampled_from([*TRAIN_SETTINGS, "backend", "slurm", "top_k", "x"]),
+                st.one_of(values, st.lists(values, max_size=3)),
+                max_size=4,
+            ),
+        ),
+        max_size=5,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents)
+def test_random_specs_are_accepted_or_rejected_with_our_error(document):
+    try:
+        spec = parse_spec(document, Path("random.yaml"))
+    except MnistsweepError as error:
+        assert str(error).startswith("random.yaml: ")
+    else:
+        assert len(spec.cells()) == spec.size
