@@ -83,9 +83,9 @@ def list_cells(plan: launching.Plan) -> None:
         console.print(f"  {plan.statuses[cell.id]:>9}  {cell.id}  {cell.name}", markup=False)
 
 
-def progress_bar(plan: launching.Plan) -> Callable[[], None]:
-    """A callable that shows progress from the result files of the cells to train: a live bar on
-    a terminal, a line per change in a log (a SLURM job's output, CI)."""
+def progress_bar(plan: launching.Plan) -> Callable[[], bool]:
+    """A callable that shows progress from the result files of the cells to train (a live bar on
+    a terminal, a line per change in a log) and says whether all of them have finished."""
     todo_files = [RunFiles(run_dir(plan.sweep_dir, cell)) for cell in plan.todo]
     progress = Progress(
         TextColumn("training"),
@@ -100,7 +100,7 @@ def progress_bar(plan: launching.Plan) -> Callable[[], None]:
     progress.start()
     last_shown = [-1]
 
-    def refresh() -> None:
+    def refresh() -> bool:
         statuses = [files.status() for files in todo_files]
         finished = sum(1 for status in statuses if status is not None)
         progress.update(task, completed=finished, failed=statuses.count("failed"))
@@ -111,6 +111,7 @@ def progress_bar(plan: launching.Plan) -> Callable[[], None]:
             last_shown[0] = finished
         if finished == len(todo_files):
             progress.stop()
+        return finished == len(todo_files)
 
     return refresh
 

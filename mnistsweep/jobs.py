@@ -8,6 +8,7 @@ requeues the same call and each cell resumes from its last completed epoch on di
 from __future__ import annotations
 
 import fcntl
+import os
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,9 @@ from mnistsweep.rundir import FINAL_STATUSES, RunFiles, write_json_atomic
 from mnistsweep.spec import Cell
 
 ERROR_TAIL_LINES = 20
+# Cell ids (comma-separated) that fail on purpose: how tests and users check that a failure stays
+# in its cell, is recorded with its traceback, and shows in `status`.
+FAIL_CELLS_ENV = "MNISTSWEEP_FAIL_CELLS"
 
 
 def run_dir(sweep_dir: Path, cell: Cell) -> Path:
@@ -66,6 +70,8 @@ def train_or_record_failure(cell: Cell, files: RunFiles, data_dir: str | None) -
     from mnistsweep import train  # Keras loads inside the job only
 
     try:
+        if cell.id in os.environ.get(FAIL_CELLS_ENV, "").split(","):
+            raise RuntimeError(f"injected failure ({FAIL_CELLS_ENV})")
         return train.run_cell(cell, files.root, Path(data_dir) if data_dir else None)["status"]
     except Exception as error:  # a cell's failure must not stop the job's other cells
         details = traceback.format_exc()

@@ -240,16 +240,14 @@ def cell_state_from_job(state: str | None) -> str:
     return state.lower()
 
 
-def wait(jobs: list, refresh: Callable[[], None]) -> None:
-    """Stay until every task has ended, refreshing progress from the result files."""
+def wait(jobs: list, cells_finished: Callable[[], bool]) -> None:
+    """Stay until every cell has a result or every task has ended, polling every few seconds."""
     job_ids = [str(job.job_id) for job in jobs]
-    while True:
-        refresh()
+    while not cells_finished():
         states = sacct_states(job_ids)
         if job_ids and all(states.get(job_id) in ENDED_STATES for job_id in job_ids):
             break
         time.sleep(POLL_SECONDS)
-    refresh()
 
 
 def cancel(sweep_dir: Path) -> list[str]:
