@@ -40,7 +40,7 @@ def launch(
         if plan.backend == "slurm":
             from mnistsweep import slurm
 
-            console.print("\nsbatch script of the first job:\n")
+            console.print("\nsbatch script of the first array:\n")
             console.print(slurm.preview_script(plan), markup=False)
         return 0
     if not plan.todo:
@@ -50,13 +50,18 @@ def launch(
 
     data.load(data_dir)  # fail here, not in every job, when the data is missing
     sweepdir.record_spec(plan.sweep_dir, spec)
+    for cell in plan.todo:
+        files = RunFiles(run_dir(plan.sweep_dir, cell))
+        if files.status() == "failed":
+            files.archive_failure()
     if plan.backend == "slurm":
         from mnistsweep import slurm
 
         jobs = slurm.submit(plan, data_dir)
+        arrays = slurm.array_ids(jobs)
         console.print(
-            f"submitted {len(plan.todo)} cells as {len(jobs)} array(s): "
-            f"{', '.join(slurm.array_ids(jobs))}"
+            f"submitted {len(plan.todo)} cells in {len(jobs)} job(s) as {len(arrays)} array(s): "
+            f"{', '.join(arrays)}"
         )
         if not wait:
             console.print(f"follow with: python -m mnistsweep status {plan.sweep_dir}")

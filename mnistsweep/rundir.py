@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,14 @@ class RunFiles:
         """completed, diverged or failed from result.json; None when the run has not finished."""
         result = self.read_result()
         return result["status"] if result else None
+
+    def archive_failure(self) -> None:
+        """Before a retry: keep the failed attempt's record aside, so the new attempt's result
+        is the only result.json and the old error stays readable."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path in (self.result, self.error):
+            if path.exists():
+                os.replace(path, path.with_name(f"failed-{stamp}-{path.name}"))
 
     def read_state(self, cell_id: str) -> dict[str, Any] | None:
         """The resume point, if an earlier attempt of this very cell left a usable one."""

@@ -1,0 +1,267 @@
+"""The SLURM path on a live single-machine cluster (slurm/testcluster.sh): arrays, packing, GPU
+requests, failures, requeue and resume, relaunch, status and cancel."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnistsweep import launch, slurm
+from mnistsweep.jobs import run_dir
+from mnistsweep.rundir import RunFiles, read_json
+from mnistsweep.spec import load_spec
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """The live cluster: already up, or started here where this machine allows it; else skip."""
+    script = ["bash", str(REPO / "slurm" / "testcluster.sh")]
+    if subprocess.run([*script, "status"], capture_output=True, check=False).returncode == 0:
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no SLURM test cluster: slurm/testcluster.sh up needs root")
+    started = subprocess.run(
+        [*script, "up"], capture_output=True, text=True, timeout=600, check=False
+    )
+    if started.returncode != 0:
+        reason = (started.stderr or started.stdout).strip().splitlines()[-1:]
+        pytest.skip(f"no SLURM test cluster: {' '.join(reason)}")
+
+
+def write_spec(
+    tmp_path: Path, name: str, grid: dict, train: dict | None = None, **executor
+) -> Path:
+    document = {
+        "name": name,
+        "grid": grid,
+        "train": {"epochs": 1, "train_subset": 1000, **(train or {})},
+        "executor": {
+            "backend": "slurm",
+            **executor,
+            "slurm": {
+                "cpus_per_task": 1,
+                "mem_gb": 2,
+                "timeout_min": 10,
+                **executor.pop("slurm", {}),
+            },
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def cli(
+    tmp_path: Path, mnist_dir: Path, *args: str, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "MNISTSWEEP_DATA": str(mnist_dir), "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mnistsweep", *args, "--results-dir", str(tmp_path / "out")]
+        if args[0] == "launch"
+        else [sys.executable, "-m", "mnistsweep", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+
+
+def sacct_tasks(array_id: str) -> dict[str, str]:
+    """Poll sacct until its records settle (it lags the jobs by a few seconds)."""
+    deadline = time.time() + 30
+    while True:
+        states = slurm.sacct_states([f"{array_id}_0"])
+        if (
+            (states
+            and all(s in slurm.ENDED_STATES for s in states.values()))
+            or time.time() > deadline
+        ):
+            return states
+        time.sleep(1)
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_packed_sweep_runs_as_one_array_with_a_failure_isolated(cluster, tmp_path, mnist_dir):
+    spec_path = write_spec(
+        tmp_path, "packed", {"arch": ["linear", "mlp"], "seed": [0, 1, 2]}, cells_per_job=2
+    )
+    cells = load_spec(spec_path).cells()
+    doomed = cells[3]
+    result = cli(
+        tmp_path,
+        mnist_dir,
+        "launch",
+        str(spec_path),
+        "--wait",
+        env={"MNISTSWEEP_FAIL_CELLS": doomed.id},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr  # one cell failed
+    assert "submitted 6 cells in 3 job(s) as 1 array(s)" in result.stdout
+    sweep_dir = tmp_path / "out" / "packed"
+
+    statuses = {c.id: RunFiles(run_dir(sweep_dir, c)).status() for c in cells}
+    assert statuses.pop(doomed.id) == "failed"
+    assert set(statuses.values()) == {"completed"}
+    failure = RunFiles(run_dir(sweep_dir, doomed)).read_result()
+    assert "injected failure" in failure["error"] and failure["error_tail"]
+    assert f"failed {doomed.name}" in result.stdout  # shown, not hidden behind "completed"
+
+    jobs = [json.loads(line) for line in (sweep_dir / "jobs.jsonl").read_text().splitlines()]
+    assert len(jobs) == 3 and all(len(job["cells"]) == 2 for job in jobs)
+    array_id = jobs[0]["job_id"].split("_")[0]
+    assert {job["job_id"].split("_")[0] for job in jobs} == {array_id}
+    tasks = sacct_tasks(array_id)
+    assert tasks == {f"{array_id}_{i}": "COMPLETED" for i in range(3)}
+    env = RunFiles(run_dir(sweep_dir, cells[0])).read_result()["env"]
+    assert env["slurm"]["slurm_array_job_id"] == array_id
+
+    status = cli(tmp_path, mnist_dir, "status", str(sweep_dir))
+    assert status.returncode == 0
+    assert "5 completed" in status.stdout and "1 failed" in status.stdout
+    assert "injected failure" in status.stdout
+
+    again = cli(tmp_path, mnist_dir, "launch", str(spec_path))
+    assert again.returncode == 0 and "0 to train" in again.stdout and "skipping 5" in again.stdout
+    assert len((sweep_dir / "jobs.jsonl").read_text().splitlines()) == 3  # nothing submitted
+
+    retry = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--retry-failed", "--wait")
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    assert "1 to train" in retry.stdout
+    assert RunFiles(run_dir(sweep_dir, doomed)).status() == "completed"
+
+
+def test_gpu_request_is_granted_on_fake_gres(cluster, tmp_path, mnist_dir):
+    spec_path = write_spec(tmp_path, "gpu", {"arch": ["linear"]}, slurm={"gpus_per_node": 1})
+    result = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    cell = load_spec(spec_path).cells()[0]
+    env = RunFiles(run_dir(tmp_path / "out" / "gpu", cell)).read_result()["env"]
+    assert env["cuda_visible_devices"] == "0"  # SLURM gave the job one (fake) GPU
+
+
+def test_dry_run_shows_the_exact_sbatch_script(cluster, tmp_path, mnist_dir):
+    spec_path = write_spec(
+        tmp_path,
+        "dry",
+        {"seed": [0, 1, 2, 3]},
+        {"arch": "linear"},
+        cells_per_job=2,
+        slurm={
+            "gpus_per_node": 1,
+            "partition": "debug",
+            "array_parallelism": 5,
+            "setup": ["echo set-up-line"],
+        },
+    )
+    result = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    for fragment in (
+        "#SBATCH --array=0-1%",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --partition=debug",
+        "echo set-up-line",
+        "srun",
+        "PYTHONPATH",
+    ):
+        assert fragment in result.stdout, fragment
+    assert not (tmp_path / "out").exists()
+
+
+def test_requeued_job_resumes_from_a_later_epoch(cluster, tmp_path, mnist_dir):
+    spec_path = write_spec(
+        tmp_path, "requeue", {"seed": [0]}, train={"arch": "mlp", "epochs": 8, "train_subset": None}
+    )
+    result = cli(tmp_path, mnist_dir, "launch", str(spec_path))
+    assert result.returncode == 0, result.stderr
+    sweep_dir = tmp_path / "out" / "requeue"
+    cell = load_spec(spec_path).cells()[0]
+    files = RunFiles(run_dir(sweep_dir, cell))
+    wait_for(
+        lambda: (read_json(files.state) or {}).get("epochs_done", 0) >= 2,
+        240,
+        "two epochs before the requeue",
+    )
+    job_id = slurm.read_jobs(sweep_dir)[cell.id]
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    wait_for(lambda: files.status() is not None, 400, "the requeued job to finish")
+
+    final = files.read_result()
+    assert final["status"] == "completed"
+    assert final["resumed_at_epochs"] and final["resumed_at_epochs"][0] >= 2
+    assert final["metrics"]["epochs_run"] == 8
+    assert final["env"]["slurm"].get("slurm_restart_count") == "1"
+    log = json.loads(files.history.read_text())
+    assert len(log["val_accuracy"]) == 8
+    print(
+        f"requeue epoch log: resumed at {final['resumed_at_epochs']}, "
+        f"epoch seconds {[round(s, 1) for s in final['timing']['epoch_seconds']]}"
+    )
+
+
+def test_status_and_cancel_against_pending_jobs(cluster, tmp_path, mnist_dir, monkeypatch):
+    spec_path = write_spec(
+        tmp_path,
+        "later",
+        {"seed": [0, 1, 2]},
+        {"arch": "linear"},
+        slurm={"additional": {"begin": "now+600"}},
+    )
+    launched = cli(tmp_path, mnist_dir, "launch", str(spec_path))
+    assert launched.returncode == 0, launched.stderr
+    assert "follow with: python -m mnistsweep status" in launched.stdout
+    sweep_dir = tmp_path / "out" / "later"
+
+    def pending() -> bool:
+        return "3 pending" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
+
+    wait_for(pending, 30, "status to show the pending array")
+    cancelled = cli(tmp_path, mnist_dir, "cancel", str(sweep_dir))
+    assert cancelled.returncode == 0 and "cancelled 1 job(s)" in cancelled.stdout
+    array_id = next(iter(slurm.read_jobs(sweep_dir).values())).split("_")[0]
+    wait_for(
+        lambda: set(slurm.sacct_states([f"{array_id}_0"]).values()) == {"CANCELLED"},
+        30,
+        "sacct to show the cancellation",
+    )
+    assert "3 lost (cancelled)" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
+
+
+def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, monkeypatch):
+    spec_path = write_spec(
+        tmp_path,
+        "split",
+        {"seed": list(range(7))},
+        {"arch": "linear"},
+        slurm={"additional": {"begin": "now+600"}},
+    )
+    plan = launch.plan_launch(load_spec(spec_path), tmp_path / "out", "slurm")
+    monkeypatch.setattr(slurm, "max_array_size", lambda: 3)
+    try:
+        jobs = slurm.submit(plan, mnist_dir)
+        arrays = slurm.array_ids(jobs)
+        per_array = [sum(job.job_id.split("_")[0] == array for job in jobs) for array in arrays]
+        assert per_array == [3, 3, 1]  # no index reaches MaxArraySize
+        assert max(int(job.job_id.partition("_")[2] or 0) for job in jobs) == 2
+    finally:
+        slurm.cancel(plan.sweep_dir)
+
+
+def test_real_max_array_size_is_read_from_the_cluster(cluster):
+    size = slurm.max_array_size()
+    assert isinstance(size, int) and size >= 1
