@@ -22,7 +22,7 @@ run: data
 	$(PY) -m mnistsweep launch sweeps/quick.yaml --executor local
 
 lint: venv
-	$(VENV)/bin/ruff check mnistsweep tests bench
+	$(VENV)/bin/ruff check .
 
 # A live single-machine SLURM (needs root and Debian's packages); tests marked slurm use it.
 cluster-up:

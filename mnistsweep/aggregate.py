@@ -68,7 +68,8 @@ def _statistics(runs: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     keys = configuration_axes(axes)
     if done.empty:
         return pd.DataFrame(columns=[*keys, "n"])
-    done = done.assign(epochs_to_best=done["best_epoch"].astype(float) + 1)  # best_epoch: 0-based
+    best_epoch = done["best_epoch"] if "best_epoch" in done else pd.Series(np.nan, done.index)
+    done = done.assign(epochs_to_best=pd.to_numeric(best_epoch, errors="coerce") + 1)  # 0-based
     grouped = (
         done.groupby(keys, dropna=False, sort=False) if keys else done.groupby(lambda _: "all")
     )

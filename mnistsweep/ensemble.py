@@ -20,6 +20,7 @@ from mnistsweep.rundir import RunFiles, write_json_atomic
 RANKING = ["best_val_accuracy", "best_val_loss", "run_dir"]  # ties: lower loss, then the name
 EPSILON = 1e-7  # Keras clips probabilities here before taking the log
 MAX_PROBLEMS_SHOWN = 5
+FILENAME = "ensemble.json"
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def summary(ensemble: Ensemble, top_k: int, per_architecture: dict[str, dict]) -
 
 
 def write(sweep_dir: Path, content: dict[str, Any]) -> Path:
-    path = sweep_dir / "ensemble.json"
+    path = sweep_dir / FILENAME
     write_json_atomic(path, content)
     return path
 

@@ -8,9 +8,12 @@ requeues the same call and each cell resumes from its last completed epoch on di
 from __future__ import annotations
 
 import fcntl
+import functools
+import multiprocessing
 import os
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,23 +50,46 @@ def exclusive(run_root: Path) -> Iterator[bool]:
 
 
 class CellBatch(submitit.helpers.Checkpointable):
-    """Callable shipped to each job; submitit pickles it with its arguments."""
+    """Callable shipped to each job; submitit pickles it with its arguments.
+
+    With `concurrent` > 1 the job trains that many cells at once, each in its own process: MNIST
+    models leave a GPU mostly idle, and several trainings side by side fill it.
+    """
 
     def __call__(
-        self, sweep_dir: str, cells: list[Cell], data_dir: str | None
+        self, sweep_dir: str, cells: list[Cell], data_dir: str | None, concurrent: int = 1
     ) -> list[dict[str, Any]]:
-        outcomes = []
-        for cell in cells:
-            files = RunFiles(run_dir(Path(sweep_dir), cell))
-            with exclusive(files.root) as acquired:
-                if not acquired:
-                    status = "busy"  # another job holds it; that job records the result
-                elif files.status() in FINAL_STATUSES:
-                    status = files.status()
-                else:
-                    status = train_or_record_failure(cell, files, data_dir)
-            outcomes.append({"cell_id": cell.id, "cell_name": cell.name, "status": status})
-        return outcomes
+        train_cell = functools.partial(run_one, sweep_dir, data_dir)
+        if concurrent <= 1 or len(cells) <= 1:
+            return [train_cell(cell) for cell in cells]
+        share_one_gpu(Path(sweep_dir))
+        with ProcessPoolExecutor(min(concurrent, len(cells)), mp_context=spawn_context()) as pool:
+            return list(pool.map(train_cell, cells))
+
+
+def spawn_context() -> multiprocessing.context.SpawnContext:
+    """Fresh interpreters: a forked copy of a process that imported a GPU runtime is unsafe."""
+    return multiprocessing.get_context("spawn")
+
+
+def share_one_gpu(sweep_dir: Path) -> None:
+    """Settings the worker processes inherit: JAX takes GPU memory as it needs it instead of 75%
+    of it per process, and compiled programs are cached on disk, so the cells of one
+    architecture compile once for the whole sweep."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(sweep_dir / ".cache" / "jax"))
+
+
+def run_one(sweep_dir: str, data_dir: str | None, cell: Cell) -> dict[str, Any]:
+    files = RunFiles(run_dir(Path(sweep_dir), cell))
+    with exclusive(files.root) as acquired:
+        if not acquired:
+            status = "busy"  # another job holds it; that job records the result
+        elif files.status() in FINAL_STATUSES:
+            status = files.status()
+        else:
+            status = train_or_record_failure(cell, files, data_dir)
+    return {"cell_id": cell.id, "cell_name": cell.name, "status": status}
 
 
 def train_or_record_failure(cell: Cell, files: RunFiles, data_dir: str | None) -> str:

@@ -107,6 +107,7 @@ def run_local(plan: Plan, data_dir: Path | None, progress) -> list:
                         str(plan.sweep_dir),
                         waiting.pop(0),
                         str(data_dir) if data_dir else None,
+                        plan.spec.executor.concurrent_cells,
                     )
                 )
             progress()

@@ -137,21 +137,29 @@ def misclassified_digits(
     columns: int = 8,
 ) -> Figure:
     """A grid of test digits the ensemble got wrong, each titled with its true and predicted
-    label and the ensemble's probability for the prediction."""
+    label and the ensemble's probability for the prediction.
+
+    The digits are tiled into one image on one axes: a subplot per digit costs seconds to lay out.
+    """
+    side, label_band, gap = images.shape[1], 13, 5
+    cell_height, cell_width = side + label_band, side + gap
     rows = max(1, int(np.ceil(len(images) / columns)))
-    # A fixed layout: constrained layout over dozens of small axes costs seconds per figure.
-    figure = new_figure(height=1.45 * rows + 0.5, layout=None)
-    top = 1 - 0.45 / figure.get_figheight()
-    grid = figure.subplots(rows, columns, squeeze=False)
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top - 0.05, hspace=0.55)
-    for index, axes in enumerate(grid.flat):
-        axes.set_axis_off()
-        if index >= len(images):
-            continue
-        axes.imshow(images[index], cmap="gray_r", interpolation="nearest")
-        axes.set_title(
+    mosaic = np.zeros((rows * cell_height, columns * cell_width), dtype=images.dtype)
+    figure = new_figure(height=WIDTH * mosaic.shape[0] / mosaic.shape[1] + 0.5)
+    axes = figure.add_subplot()
+    for index, image in enumerate(images):
+        top = (index // columns) * cell_height + label_band
+        left = (index % columns) * cell_width + gap // 2
+        mosaic[top : top + side, left : left + side] = image
+        axes.text(
+            left + side / 2,
+            top - 1.5,
             f"true {true_labels[index]} → {predicted_labels[index]}\np = {confidences[index]:.2f}",
+            ha="center",
+            va="bottom",
             fontsize=9,
         )
-    figure.suptitle("Misclassified test digits (most confident mistakes first)", y=top + 0.02)
+    axes.imshow(mosaic, cmap="gray_r", interpolation="nearest")
+    axes.set_axis_off()
+    axes.set_title("Misclassified test digits (most confident mistakes first)")
     return figure

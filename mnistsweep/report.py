@@ -3,7 +3,7 @@
 The report is assembled as Markdown, section by section, in the order a reader meets them below;
 the HTML is the same Markdown rendered, with every figure inlined as a base64 data URI and the
 style sheet inline, so the file opens from disk with no server and no network. Nothing here
-imports TensorFlow or Keras: a report starts in about a second.
+imports TensorFlow or Keras, so a report takes seconds and runs where no training can.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import functools
 import html
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from mnistsweep import aggregate, data, ensemble, plots, reference, results, sweepdir
 from mnistsweep.errors import MnistsweepError
@@ -85,7 +85,7 @@ def write_report(
     """
     sweep = open_sweep(Path(sweep_dir), top_k, data_dir)
     try:
-        clear_old_files(sweep.folder / FILES_FOLDER)
+        clear_old_files(sweep)
         findings = analyse(sweep)
         sections = [
             title(sweep, findings),
@@ -121,11 +121,13 @@ def open_sweep(sweep_dir: Path, top_k: int | None, data_dir: Path | None) -> Swe
     return Sweep(sweep_dir, record, results.load_runs(sweep_dir), top_k, mnist, data_problem)
 
 
-def clear_old_files(folder: Path) -> None:
-    """A figure from an earlier report must not linger beside a report that no longer has it."""
+def clear_old_files(sweep: Sweep) -> None:
+    """A figure or ensemble from an earlier report must not linger beside one that lacks it."""
+    folder = sweep.folder / FILES_FOLDER
     for old in folder.glob("*") if folder.is_dir() else []:
         if old.suffix in (".png", ".csv", ".md"):
             old.unlink()
+    (sweep.folder / ensemble.FILENAME).unlink(missing_ok=True)
 
 
 def analyse(sweep: Sweep) -> Findings:
@@ -156,7 +158,7 @@ def title(sweep: Sweep, findings: Findings) -> str:
         best = table.iloc[0]
         lines.append(
             f"- **Best configuration on validation:** {label(best, sweep.keys)}: test accuracy "
-            f"{percent(best['test_acc_mean'])}% ± {percent(best['test_acc_std'])} "
+            f"{mean_and_std(best['test_acc_mean'], best['test_acc_std'])}% "
             f"(mean ± std over {int(best['n'])} seed(s)), validation "
             f"{percent(best['val_acc_mean'])}%."
         )
@@ -206,8 +208,9 @@ def cell_states(sweep: Sweep) -> pd.DataFrame | None:
     errors = dict(zip(frame["cell_id"], frame["error"], strict=True)) if len(frame) else {}
     rows = []
     for cell in cells:
-        if cell.id in status:
-            state, error = status[cell.id], errors.get(cell.id)
+        cell_id = cell.id  # a hash of the config: computed once, it shows at 10,000 cells
+        if cell_id in status:
+            state, error = status[cell_id], errors.get(cell_id)
         else:
             exists = run_dir(sweep.folder, cell).is_dir()
             state, error = ("running or interrupted" if exists else "not started"), None
@@ -234,11 +237,15 @@ def spec(sweep: Sweep) -> str:
         body = "```yaml\n" + spec_file.read_text().rstrip() + "\n```"
     else:
         recorded = {key: sweep.record.get(key) for key in ("name", "grid", "train")}
-        body = "```json\n" + json.dumps(recorded, indent=1) + "\n```"
-    grid = sweep.record.get("grid") or {}
-    sizes = " x ".join(f"{len(values)} {axis}" for axis, values in grid.items())
+        body = "```yaml\n" + yaml.safe_dump(recorded, sort_keys=False).rstrip() + "\n```"
+    grids = sweep.record.get("grid") or {}
+    grids = grids if isinstance(grids, list) else [grids]  # a spec may list several grids
+    sizes = " + ".join(
+        " x ".join(f"{len(values)} {axis}" for axis, values in grid.items()) or "one cell"
+        for grid in grids
+    )
     return (
-        f"## Spec\n\nGrid: {sizes or 'one cell'} = {sweep.record.get('cells', '?')} cells; "
+        f"## Spec\n\nGrid: {sizes} = {sweep.record.get('cells', '?')} cells; "
         f"ensemble of the top {sweep.top_k} runs. Launched from `{sweep.record.get('spec_path')}`."
         f"\n\n{body}"
     )
@@ -288,8 +295,8 @@ def display_configurations(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame
             interval(row[f"{short}_ci95_low"], row[f"{short}_ci95_high"])
             for _, row in table.iterrows()
         ]
-    shown["epochs to best"] = table["epochs_to_best"].map("{:.1f}".format)
-    shown["train s"] = table["train_seconds"].map("{:.1f}".format)
+    shown["epochs to best"] = table["epochs_to_best"].map(one_decimal)
+    shown["train s"] = table["train_seconds"].map(one_decimal)
     return shown
 
 
@@ -316,7 +323,7 @@ def marginals(sweep: Sweep) -> str:
                 interval(low, high)
                 for low, high in zip(table[f"{short}_min"], table[f"{short}_max"], strict=True)
             ]
-        shown["epochs to best"] = table["epochs_to_best"].map("{:.1f}".format)
+        shown["epochs to best"] = table["epochs_to_best"].map(one_decimal)
         parts += [f"### {axis}", markdown_table(shown)]
     return "\n\n".join(parts)
 
@@ -505,12 +512,12 @@ def tutorials(sweep: Sweep) -> str:
             {
                 "reference": table["reference"],
                 "source": table["source"],
-                "tutorial's setting": table["setting"],
                 "tutorial test acc %": table["reference_test_acc"].map(percent),
-                "sweep runs": table["runs"].astype(str),
-                "sweep epochs": table["sweep_epochs"],
                 "sweep test acc %": table["sweep_test_acc_mean"].map(percent),
                 "difference (points)": (table["difference"] * 100).map("{:+.2f}".format),
+                "sweep runs": table["runs"].astype(str),
+                "sweep epochs": table["sweep_epochs"],
+                "tutorial's setting": table["setting"],
             }
         )
         parts += [
@@ -571,6 +578,10 @@ def percent(fraction: float) -> str:
     return "n/a" if pd.isna(fraction) else f"{100 * fraction:.2f}"
 
 
+def one_decimal(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.1f}"
+
+
 def mean_and_std(mean: float, std: float) -> str:
     return percent(mean) if pd.isna(std) else f"{percent(mean)} ± {100 * std:.2f}"
 
@@ -621,7 +632,8 @@ pre code { background: none; padding: 0; }
 .table-wrap { overflow-x: auto; margin: 1rem 0; }
 table { border-collapse: collapse; font-size: 14px; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d0d7de; padding: .3rem .7rem; vertical-align: top; }
-td[style*="right"] { white-space: nowrap; }
+td { white-space: nowrap; }
+td:last-child[style*="left"] { white-space: normal; min-width: 12em; }  /* a notes column */
 th { background: #f3f4f6; }
 tr:nth-child(even) td { background: #fafbfc; }
 img { max-width: 100%; height: auto; display: block; margin: 1rem 0;

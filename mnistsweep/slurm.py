@@ -131,6 +131,7 @@ def submit(plan: Plan, data_dir: Path | None) -> list:
                             str(plan.sweep_dir),
                             batch,
                             str(data_dir) if data_dir else None,
+                            plan.spec.executor.concurrent_cells,
                         )
                     )
     except submitit.core.utils.FailedJobError as error:

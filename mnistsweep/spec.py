@@ -133,6 +133,7 @@ class ExecutorOptions:
     backend: str = "auto"
     cells_per_job: int | None = None  # cells trained in one job; None: 1 on SLURM, all locally
     local_parallel: int = 1  # local jobs running at once
+    concurrent_cells: int = 1  # cells of one job trained at once (processes sharing a GPU)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
 
@@ -160,11 +161,14 @@ class Cell:
         return f"{label}--{self.id}"
 
 
+Grid = Mapping[str, tuple[Any, ...]]
+
+
 @dataclass(frozen=True)
 class Spec:
     name: str
     path: Path
-    grid: Mapping[str, tuple[Any, ...]]
+    grids: tuple[Grid, ...]  # the cells are the union of each grid's cartesian product
     train: Mapping[str, Any]
     executor: ExecutorOptions
     ensemble_top_k: int
@@ -172,25 +176,37 @@ class Spec:
 
     @property
     def axes(self) -> tuple[str, ...]:
-        return tuple(self.grid)
+        return tuple(dict.fromkeys(axis for grid in self.grids for axis in grid))
+
+    @property
+    def axis_values(self) -> dict[str, list[Any]]:
+        """Every value each axis takes somewhere in the sweep (the HParams dashboard's domain)."""
+        values: dict[str, list[Any]] = {axis: [] for axis in self.axes}
+        for cell in self.cells():
+            for axis in self.axes:
+                if cell.config[axis] not in values[axis]:
+                    values[axis].append(cell.config[axis])
+        return values
 
     @property
     def size(self) -> int:
-        return math.prod(len(values) for values in self.grid.values())
+        return len(self.cells())
 
     def cells(self) -> list[Cell]:
         base = {key: setting.default for key, setting in TRAIN_SETTINGS.items()}
         base.update(self.train)
-        cells = []
-        for values in itertools.product(*self.grid.values()):
-            config = {**base, **dict(zip(self.grid, values, strict=True))}
-            cells.append(Cell(config=config, axes=self.axes))
-        return cells
+        cells: dict[str, Cell] = {}
+        for grid in self.grids:
+            for values in itertools.product(*grid.values()):
+                config = {**base, **dict(zip(grid, values, strict=True))}
+                cell = Cell(config=config, axes=self.axes)
+                cells.setdefault(cell.id, cell)
+        return list(cells.values())
 
     def results_fingerprint(self) -> str:
         """Hash of what decides results (grid and train): a spec whose fingerprint differs must
         not share a results folder with this one."""
-        canonical = json.dumps({"grid": self.grid, "train": self.train}, sort_keys=True)
+        canonical = json.dumps({"grid": self.grids, "train": self.train}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -262,26 +278,15 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
         key: check.train_value(key, value, f"train.{key}") for key, value in train_section.items()
     }
 
-    grid_section = check.mapping(document.get("grid"), "grid")
-    check.known_keys(grid_section, train_keys, "grid.")
-    grid: dict[str, tuple[Any, ...]] = {}
-    for key, values in grid_section.items():
-        where = f"grid.{key}"
-        if key in train:
-            raise check.error(where, f"also fixed in train.{key}; give it in one place only")
-        if not isinstance(values, list):
-            raise check.error(where, "must be a list of values (put a fixed value under train:)")
-        if not values:
-            raise check.error(where, "is empty; give at least one value")
-        checked = tuple(
-            check.train_value(key, value, f"{where}[{i}]") for i, value in enumerate(values)
+    grid_section = document.get("grid")
+    if isinstance(grid_section, list) and grid_section:
+        grids = tuple(
+            _parse_grid(check, block, train, f"grid[{i}]") for i, block in enumerate(grid_section)
         )
-        duplicates = sorted({repr(v) for v in checked if checked.count(v) > 1})
-        if duplicates:
-            raise check.error(where, f"repeats {', '.join(duplicates)}; each value once")
-        grid[key] = checked
+    else:
+        grids = (_parse_grid(check, grid_section, train, "grid"),)
 
-    size = math.prod(len(values) for values in grid.values())
+    size = sum(math.prod(len(values) for values in grid.values()) for grid in grids)
     if size > MAX_CELLS and not allow_large:
         raise check.error(
             "grid",
@@ -292,12 +297,35 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
     return Spec(
         name=name,
         path=path,
-        grid=grid,
+        grids=grids,
         train=train,
         executor=_parse_executor(check, document.get("executor")),
         ensemble_top_k=_parse_ensemble(check, document.get("ensemble")),
         document=document,
     )
+
+
+def _parse_grid(check: _Checker, section: Any, train: Mapping[str, Any], where: str) -> Grid:
+    """One grid: train keys mapped to non-empty lists of distinct valid values."""
+    section = check.mapping(section, where)
+    check.known_keys(section, tuple(TRAIN_SETTINGS), f"{where}.")
+    grid: dict[str, tuple[Any, ...]] = {}
+    for key, values in section.items():
+        axis = f"{where}.{key}"
+        if key in train:
+            raise check.error(axis, f"also fixed in train.{key}; give it in one place only")
+        if not isinstance(values, list):
+            raise check.error(axis, "must be a list of values (put a fixed value under train:)")
+        if not values:
+            raise check.error(axis, "is empty; give at least one value")
+        checked = tuple(
+            check.train_value(key, value, f"{axis}[{i}]") for i, value in enumerate(values)
+        )
+        duplicates = sorted({repr(v) for v in checked if checked.count(v) > 1})
+        if duplicates:
+            raise check.error(axis, f"repeats {', '.join(duplicates)}; each value once")
+        grid[key] = checked
+    return grid
 
 
 def _parse_ensemble(check: _Checker, section: Any) -> int:
@@ -311,14 +339,18 @@ def _parse_ensemble(check: _Checker, section: Any) -> int:
 
 def _parse_executor(check: _Checker, section: Any) -> ExecutorOptions:
     section = check.mapping(section, "executor")
-    check.known_keys(section, ("backend", "cells_per_job", "local_parallel", "slurm"), "executor.")
+    check.known_keys(
+        section,
+        ("backend", "cells_per_job", "local_parallel", "concurrent_cells", "slurm"),
+        "executor.",
+    )
     backend = section.get("backend", "auto")
     if backend not in EXECUTOR_BACKENDS:
         raise check.error(
             "executor.backend", f"got {backend!r}; expected one of {', '.join(EXECUTOR_BACKENDS)}"
         )
     counts = {}
-    for key in ("cells_per_job", "local_parallel"):
+    for key in ("cells_per_job", "local_parallel", "concurrent_cells"):
         if key not in section:
             continue
         value = section[key]

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from mnistsweep import tblog
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.rundir import read_json, write_json_atomic
 from mnistsweep.spec import Cell, Spec, parse_spec
@@ -40,13 +41,14 @@ def record_spec(sweep_dir: Path, spec: Spec) -> None:
             "fingerprint": spec.results_fingerprint(),
             "spec_path": str(spec.path),
             "axes": list(spec.axes),
-            "grid": {axis: list(values) for axis, values in spec.grid.items()},
+            "grid": [{axis: list(values) for axis, values in grid.items()} for grid in spec.grids],
             "train": dict(spec.train),
             "ensemble_top_k": spec.ensemble_top_k,
             "cells": spec.size,
         },
     )
     (sweep_dir / "spec.yaml").write_text(yaml.safe_dump(dict(spec.document), sort_keys=False))
+    tblog.write_hparams_config(sweep_dir, spec.axis_values)
 
 
 def read_record(sweep_dir: Path) -> dict[str, Any]:

@@ -186,6 +186,7 @@ def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[st
             epochs=config["epochs"],
             initial_epoch=state["epochs_done"],
             validation_data=(split.x_val, split.y_val),
+            validation_batch_size=EVAL_BATCH,
             callbacks=[RunRecorder(files, state, events)],
             verbose=0,
         )

@@ -121,3 +121,16 @@ def test_shipped_quick_sweep_is_small_enough_for_a_cpu():
     spec = load_spec(REPO / "sweeps" / "quick.yaml")
     assert spec.size <= 16 and spec.train["epochs"] <= 3
     assert yaml.safe_load((REPO / "sweeps" / "quick.yaml").read_text())["name"] == "quick"
+
+
+@pytest.mark.slow
+def test_cells_of_one_job_can_train_concurrently_with_the_same_results(tmp_path, tiny_spec,
+                                                                       mnist_dir):
+    cells = load_spec(tiny_spec(grid={"arch": ["linear"], "seed": [0, 1]})).cells()
+    together = jobs.CellBatch()(str(tmp_path / "together"), cells, str(mnist_dir), 2)
+    alone = jobs.CellBatch()(str(tmp_path / "alone"), cells, str(mnist_dir), 1)
+    assert [o["status"] for o in together] == [o["status"] for o in alone] == ["completed"] * 2
+    for cell in cells:
+        metrics = [RunFiles(jobs.run_dir(tmp_path / where, cell)).read_result()["metrics"]
+                   for where in ("together", "alone")]
+        assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]

@@ -159,3 +159,26 @@ def test_random_specs_are_accepted_or_rejected_with_our_error(document):
         assert str(error).startswith("random.yaml: ")
     else:
         assert len(spec.cells()) == spec.size
+
+
+def test_a_list_of_grids_is_the_union_of_their_products(tmp_path):
+    document = {"name": "u", "grid": [
+        {"arch": ["linear", "mlp"], "normalization": ["raw", "standardize"]},
+        {"arch": ["fancy_cnn"], "augment": ["none", "standard"], "epochs": [30]},
+        {"arch": ["linear"], "normalization": ["raw"]},  # repeats a cell of the first grid
+    ]}
+    spec = parse_spec(document, tmp_path / "u.yaml")
+    cells = spec.cells()
+    assert spec.size == len(cells) == 6
+    assert spec.axes == ("arch", "normalization", "augment", "epochs")
+    fancy = [c for c in cells if c.config["arch"] == "fancy_cnn"]
+    assert {c.config["augment"] for c in fancy} == {"none", "standard"}
+    assert all(c.config["epochs"] == 30 and c.config["normalization"] == "standardize"
+               for c in fancy)
+    assert spec.axis_values["epochs"] == [20, 30]
+
+
+def test_errors_in_a_grid_of_the_list_name_its_index(tmp_path):
+    document = {"name": "u", "grid": [{"arch": ["linear"]}, {"arch": ["resnet"]}]}
+    with pytest.raises(SpecError, match=r"grid\[1\]\.arch\[0\]: got 'resnet'"):
+        parse_spec(document, tmp_path / "u.yaml")
