@@ -80,9 +80,10 @@ def main() -> None:
             return
         naive_seconds = naive(root / "naive-results", args)
         print(f"naive:  {naive_seconds:.1f} s, {cell_epochs / naive_seconds:.2f} cell-epochs/s")
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
         print(f"throughput ratio packed/naive: {naive_seconds / packed_seconds:.2f}x "
               f"({args.cells} x {args.arch}, {args.epochs} epochs, batch {args.batch_size}, "
-              f"{args.concurrent} at once, backend {os.environ.get('KERAS_BACKEND', 'tensorflow')})")
+              f"{args.concurrent} at once, backend {backend})")
         same = test_accuracies(root / "packed-results") == test_accuracies(root / "naive-results")
         print(f"same test accuracies both ways: {same}")
 
