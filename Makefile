@@ -32,6 +32,8 @@ cluster-down:
 	bash slurm/testcluster.sh down
 
 test: data lint
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "no chromium here: the headless rendering test of the report will be skipped" >&2
 	@bash slurm/testcluster.sh up || { if [ -n "$$CI" ]; then echo "CI: the SLURM test cluster must come up" >&2; exit 1; fi; \
 		echo "no SLURM test cluster here: tests marked slurm will be skipped" >&2; }
 	$(PY) -m pytest

@@ -38,10 +38,24 @@ def naive(folder: Path, args: argparse.Namespace) -> float:
     started = time.perf_counter()
     for seed in range(args.cells):
         subprocess.run(
-            [sys.executable, "-m", "mnistsweep", "train", "--out", str(folder / f"naive-{seed}"),
-             "--set", f"arch={args.arch}", "--set", f"epochs={args.epochs}",
-             "--set", f"batch_size={args.batch_size}", "--set", f"seed={seed}"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "mnistsweep",
+                "train",
+                "--out",
+                str(folder / f"naive-{seed}"),
+                "--set",
+                f"arch={args.arch}",
+                "--set",
+                f"epochs={args.epochs}",
+                "--set",
+                f"batch_size={args.batch_size}",
+                "--set",
+                f"seed={seed}",
+            ],
+            check=True,
+            capture_output=True,
         )
     return time.perf_counter() - started
 
@@ -52,14 +66,16 @@ def packed(folder: Path, args: argparse.Namespace) -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "mnistsweep", "launch", str(spec), "--results-dir", str(folder)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - started
 
 
 def test_accuracies(folder: Path) -> list[float]:
-    return sorted(json.loads(p.read_text())["metrics"]["test_accuracy"]
-                  for p in folder.rglob("result.json"))
+    return sorted(
+        json.loads(p.read_text())["metrics"]["test_accuracy"] for p in folder.rglob("result.json")
+    )
 
 
 def main() -> None:
@@ -81,9 +97,11 @@ def main() -> None:
         naive_seconds = naive(root / "naive-results", args)
         print(f"naive:  {naive_seconds:.1f} s, {cell_epochs / naive_seconds:.2f} cell-epochs/s")
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        print(f"throughput ratio packed/naive: {naive_seconds / packed_seconds:.2f}x "
-              f"({args.cells} x {args.arch}, {args.epochs} epochs, batch {args.batch_size}, "
-              f"{args.concurrent} at once, backend {backend})")
+        print(
+            f"throughput ratio packed/naive: {naive_seconds / packed_seconds:.2f}x "
+            f"({args.cells} x {args.arch}, {args.epochs} epochs, batch {args.batch_size}, "
+            f"{args.concurrent} at once, backend {backend})"
+        )
         same = test_accuracies(root / "packed-results") == test_accuracies(root / "naive-results")
         print(f"same test accuracies both ways: {same}")
 

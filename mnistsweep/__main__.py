@@ -16,6 +16,12 @@ def default_results_dir() -> Path:
     return Path(os.environ.get(RESULTS_ENV, "results"))
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mnistsweep",
@@ -67,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument(
         "--allow-large", action="store_true", help="accept a grid above the cell limit (10,000)"
     )
+    launch.add_argument(
+        "--concurrent-cells",
+        type=positive_int,
+        metavar="N",
+        help="overrides executor.concurrent_cells: cells one job trains at once "
+        "(several fill a GPU; on a CPU, 1)",
+    )
+    launch.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="AXIS=V1[,V2]",
+        help="train only the cells with these axis values (repeatable), e.g. "
+        "--only arch=linear,mlp; the rest stay for a later launch",
+    )
 
     train = commands.add_parser("train", help="train one cell in the foreground")
     train.add_argument("--spec", type=Path, help="take the cell from this spec (with --cell)")
@@ -86,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         "aggregate", help="table of mean/std over seeds per configuration"
     )
     aggregate.add_argument("sweep_dir", type=Path, help="e.g. results/quick")
+
+    report = commands.add_parser(
+        "report", help="report.md and a self-contained report.html: tables, plots, ensemble"
+    )
+    report.add_argument("sweep_dir", type=Path, help="e.g. results/quick")
+    report.add_argument(
+        "--top-k", type=int, help="ensemble size (default: the spec's ensemble.top_k)"
+    )
+    report.add_argument("--data-dir", type=Path, help="MNIST, for the misclassified digits")
 
     status = commands.add_parser("status", help="state of every cell of a sweep")
     status.add_argument("sweep_dir", type=Path)
@@ -119,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
             wait=args.wait,
             retry_failed=args.retry_failed,
             allow_large=args.allow_large,
+            only=args.only,
+            concurrent_cells=args.concurrent_cells,
         )
     if args.command == "train":
         from mnistsweep.commands import train_one
@@ -135,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
         from mnistsweep.commands import aggregate
 
         return aggregate(args.sweep_dir)
+    if args.command == "report":
+        from mnistsweep.commands import report
+
+        return report(args.sweep_dir, top_k=args.top_k, data_dir=args.data_dir)
     if args.command == "status":
         from mnistsweep.commands import status
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -31,9 +32,19 @@ def launch(
     wait: bool,
     retry_failed: bool,
     allow_large: bool,
+    only: list[str] | None = None,
+    concurrent_cells: int | None = None,
 ) -> int:
     spec = load_spec(spec_path, allow_large=allow_large)
-    plan = launching.plan_launch(spec, results_dir, executor or spec.executor.backend, retry_failed)
+    if concurrent_cells is not None:  # e.g. a spec made for GPU nodes, run on a CPU
+        spec = replace(spec, executor=replace(spec.executor, concurrent_cells=concurrent_cells))
+    plan = launching.plan_launch(
+        spec,
+        results_dir,
+        executor or spec.executor.backend,
+        retry_failed,
+        launching.parse_only(spec, only or []),
+    )
     describe_plan(plan)
     if dry_run:
         list_cells(plan)
@@ -44,7 +55,7 @@ def launch(
             console.print(slurm.preview_script(plan), markup=False)
         return 0
     if not plan.todo:
-        console.print("nothing to train: every cell has a result")
+        console.print("nothing to train: every selected cell has a result")
         return aggregate(plan.sweep_dir) if plan.count("completed") else 0
     from mnistsweep import data
 
@@ -69,7 +80,7 @@ def launch(
         slurm.wait(jobs, progress_bar(plan))
     else:
         launching.run_local(plan, data_dir, progress_bar(plan))
-    return report_outcome(plan)
+    return report_outcome(plan, data_dir)
 
 
 def describe_plan(plan: launching.Plan) -> None:
@@ -81,11 +92,13 @@ def describe_plan(plan: launching.Plan) -> None:
     )
     if done + diverged:
         console.print(f"skipping {done + diverged} cells whose result.json is complete")
+    if plan.count("not selected"):
+        console.print(f"leaving {plan.count('not selected')} unfinished cells out (--only)")
 
 
 def list_cells(plan: launching.Plan) -> None:
     for cell in plan.spec.cells():
-        console.print(f"  {plan.statuses[cell.id]:>9}  {cell.id}  {cell.name}", markup=False)
+        console.print(f"  {plan.statuses[cell.id]:>12}  {cell.id}  {cell.name}", markup=False)
 
 
 def progress_bar(plan: launching.Plan) -> Callable[[], bool]:
@@ -121,7 +134,7 @@ def progress_bar(plan: launching.Plan) -> Callable[[], bool]:
     return refresh
 
 
-def report_outcome(plan: launching.Plan) -> int:
+def report_outcome(plan: launching.Plan, data_dir: Path | None) -> int:
     statuses = [RunFiles(run_dir(plan.sweep_dir, cell)).status() for cell in plan.todo]
     failed = [cell for cell, status in zip(plan.todo, statuses, strict=True) if status == "failed"]
     console.print(
@@ -133,6 +146,7 @@ def report_outcome(plan: launching.Plan) -> int:
         error = RunFiles(run_dir(plan.sweep_dir, cell)).read_result().get("error")
         console.print(f"  failed {cell.name}: {error}", markup=False)
     aggregate(plan.sweep_dir)
+    report(plan.sweep_dir, top_k=None, data_dir=data_dir)
     return 1 if failed or None in statuses else 0
 
 
@@ -152,6 +166,14 @@ def aggregate(sweep_dir: Path) -> int:
         f"\n{int(table['n'].sum())} runs in {len(table)} configurations "
         f"(sorted by mean validation accuracy); written to {csv_path}"
     )
+    return 0
+
+
+def report(sweep_dir: Path, *, top_k: int | None, data_dir: Path | None) -> int:
+    from mnistsweep.report import write_report
+
+    written = write_report(sweep_dir, top_k, data_dir=data_dir)
+    console.print(f"report: {written[0]} and {written[1]} ({len(written) - 2} more files)")
     return 0
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,37 @@ class RunFiles:
     def state(self) -> Path:
         return self.root / "state.json"
 
+    def checkpoint_after(self, epochs_done: int) -> Path:
+        return self.root / f"checkpoint-{epochs_done:04d}.keras"
+
+    def best_weights_of(self, epoch: int) -> Path:
+        return self.root / f"best-{epoch:04d}.weights.h5"
+
     @property
     def checkpoint(self) -> Path:
-        return self.root / "checkpoint.keras"
+        """The resume checkpoint that state.json names. state.json is an epoch's commit point:
+        files are written under new names first, so a kill between writes cannot leave a
+        checkpoint ahead of (or behind) the state that describes it."""
+        return self._named_in_state("checkpoint")
 
     @property
     def best_weights(self) -> Path:
-        return self.root / "best.weights.h5"
+        """The best-so-far weights that state.json names."""
+        return self._named_in_state("best_weights")
+
+    def _named_in_state(self, key: str) -> Path:
+        state = read_json(self.state)
+        name = state.get(key) if isinstance(state, dict) else None
+        return self.root / (Path(name).name if isinstance(name, str) else f"no-{key}")
+
+    def remove_training_files(self, keep: Sequence[Path] = ()) -> None:
+        """Drop checkpoints and best weights other than `keep` (superseded, or all once the run
+        is final), and temporary files a killed writer left."""
+        kept = {path.name for path in keep}
+        for pattern in ("checkpoint-*.keras", "best-*.weights.h5", ".tmp-*"):
+            for path in self.root.glob(pattern):
+                if path.name not in kept:
+                    path.unlink(missing_ok=True)
 
     @property
     def model(self) -> Path:

@@ -266,7 +266,7 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
     check.known_keys(document, ("name", "grid", "train", "executor", "ensemble"), "")
 
     name = document.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise check.error(
             "name", f"got {name!r}; expected 1-64 letters, digits, '.', '_' or '-' (a folder name)"
         )

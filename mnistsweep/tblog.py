@@ -1,12 +1,18 @@
 """TensorBoard event files written from plain protos, so logging works on every Keras backend.
 
 Keras's own TensorBoard callback needs TensorFlow; a run on the JAX backend (the GPU machines) has
-none. The layout matches what that callback writes (`train/` and `validation/` with `epoch_*`
-tags), so the HParams dashboard finds the metrics under the names users know.
+none. TensorBoard's own EventFileWriter imports TensorFlow when it is installed (seconds, and its
+start-up chatter in the launcher), so records are written here with its TF-free RecordWriter,
+synchronously: an event is on disk when the call returns. The layout matches what that callback
+writes (`train/` and `validation/` with `epoch_*` tags), so the HParams dashboard finds the
+metrics under the names users know.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +22,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.text import summary_v2 as text_summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 # The metrics the HParams dashboard shows against each run's hyperparameters.
 HPARAMS_METRICS = (
@@ -26,20 +32,38 @@ HPARAMS_METRICS = (
 )
 
 
+_file_counter = itertools.count()
+
+
+def open_event_file(folder: Path) -> RecordWriter:
+    """A new event file named as TensorBoard's writers name theirs, opened with its version."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = (
+        f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}"
+        f".{os.getpid()}.{next(_file_counter)}.v2"
+    )
+    writer = RecordWriter(open(folder / name, "wb"))  # noqa: SIM115 (RecordWriter.close closes it)
+    writer.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+    return writer
+
+
 class EventLog:
     """One TensorBoard run folder per group (`train`, `validation`, ...) under a log root."""
 
     def __init__(self, log_root: Path):
         self.log_root = log_root
-        self._writers: dict[str, EventFileWriter] = {}
+        self._writers: dict[str, RecordWriter] = {}
 
-    def _writer(self, group: str) -> EventFileWriter:
+    def _writer(self, group: str) -> RecordWriter:
         if group not in self._writers:
-            self._writers[group] = EventFileWriter(str(self.log_root / group))
+            self._writers[group] = open_event_file(self.log_root / group)
         return self._writers[group]
 
     def _write(self, group: str, summary: Summary, step: int = 0) -> None:
-        self._writer(group).add_event(Event(wall_time=time.time(), step=step, summary=summary))
+        event = Event(wall_time=time.time(), step=step, summary=summary)
+        writer = self._writer(group)
+        writer.write(event.SerializeToString())
+        writer.flush()
 
     def scalars(self, group: str, values: Mapping[str, float], step: int) -> None:
         summary = Summary(

@@ -31,23 +31,79 @@ def cli(*args: str, data_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_launch_trains_every_cell_then_relaunch_skips_them(tmp_path, tiny_spec, mnist_dir):
     spec_path = tiny_spec()
-    first = cli("launch", str(spec_path), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path)
+    launch = ("launch", str(spec_path), "--results-dir", "out")
+    part = cli(*launch, "--only", "arch=linear", data_dir=mnist_dir, cwd=tmp_path)
+    assert part.returncode == 0, part.stderr
+    assert "2 to train" in part.stdout and "leaving 2 unfinished cells out" in part.stdout
+    assert "Partial report" in (tmp_path / "out" / "tiny" / "report.md").read_text()
+
+    first = cli(*launch, data_dir=mnist_dir, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "4 to train" in first.stdout and "4 completed" in first.stdout
+    assert "skipping 2 cells" in first.stdout and "2 to train" in first.stdout
     assert "| mlp" in first.stdout and "| linear" in first.stdout
     table = pd.read_csv(tmp_path / "out" / "tiny" / "summary.csv")
     assert sorted(table["arch"]) == ["linear", "mlp"] and list(table["n"]) == [2, 2]
     assert (table["test_acc_mean"] > 0.5).all()
     assert list((tmp_path / "out" / "tiny" / "submitit").glob("*_result.pkl"))  # via submitit
+    report = (tmp_path / "out" / "tiny" / "report.md").read_text()
+    assert "Partial report" not in report and "## Results per configuration" in report
 
     results_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json")}
-    second = cli("launch", str(spec_path), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path)
+    assert len(results_before) == 4
+    second = cli(*launch, data_dir=mnist_dir, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "skipping 4 cells" in second.stdout and "0 to train" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in results_before} == results_before
 
     aggregate = cli("aggregate", "out/tiny", data_dir=mnist_dir, cwd=tmp_path)
     assert aggregate.returncode == 0 and "| mlp" in aggregate.stdout
+
+
+@pytest.mark.parametrize(
+    "selection, fragment",
+    [
+        ("arch=resnet", "--only arch=resnet: the sweep has no such value; allowed: linear, mlp"),
+        ("depth=3", "--only depth: not an axis of this sweep; axes: arch, seed"),
+        ("arch", "expected AXIS=VALUE"),
+    ],
+)
+def test_only_with_a_value_the_sweep_lacks_is_one_line_exit_2(
+    tmp_path, tiny_spec, mnist_dir, selection, fragment
+):
+    result = cli(
+        "launch",
+        str(tiny_spec()),
+        "--only",
+        selection,
+        "--results-dir",
+        "out",
+        data_dir=mnist_dir,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_only_selects_cells_by_axis_values(tmp_path, tiny_spec, mnist_dir):
+    spec_path = tiny_spec(grid={"arch": ["linear", "mlp"], "dropout": [None, 0.25], "seed": [0]})
+    result = cli(
+        "launch",
+        str(spec_path),
+        "--dry-run",
+        "--only",
+        "dropout=0.25",
+        "--only",
+        "arch=mlp,linear",
+        "--results-dir",
+        "out",
+        data_dir=mnist_dir,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 to train" in result.stdout and "leaving 2 unfinished cells out" in result.stdout
+    selected = [line for line in result.stdout.splitlines() if line.strip().startswith("todo")]
+    assert len(selected) == 2 and all("dropout=0.25" in line for line in selected)
 
 
 def test_dry_run_lists_cells_and_trains_nothing(tmp_path, tiny_spec, mnist_dir):
@@ -124,13 +180,16 @@ def test_shipped_quick_sweep_is_small_enough_for_a_cpu():
 
 
 @pytest.mark.slow
-def test_cells_of_one_job_can_train_concurrently_with_the_same_results(tmp_path, tiny_spec,
-                                                                       mnist_dir):
+def test_cells_of_one_job_can_train_concurrently_with_the_same_results(
+    tmp_path, tiny_spec, mnist_dir
+):
     cells = load_spec(tiny_spec(grid={"arch": ["linear"], "seed": [0, 1]})).cells()
     together = jobs.CellBatch()(str(tmp_path / "together"), cells, str(mnist_dir), 2)
     alone = jobs.CellBatch()(str(tmp_path / "alone"), cells, str(mnist_dir), 1)
     assert [o["status"] for o in together] == [o["status"] for o in alone] == ["completed"] * 2
     for cell in cells:
-        metrics = [RunFiles(jobs.run_dir(tmp_path / where, cell)).read_result()["metrics"]
-                   for where in ("together", "alone")]
+        metrics = [
+            RunFiles(jobs.run_dir(tmp_path / where, cell)).read_result()["metrics"]
+            for where in ("together", "alone")
+        ]
         assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]

@@ -162,19 +162,23 @@ def test_random_specs_are_accepted_or_rejected_with_our_error(document):
 
 
 def test_a_list_of_grids_is_the_union_of_their_products(tmp_path):
-    document = {"name": "u", "grid": [
-        {"arch": ["linear", "mlp"], "normalization": ["raw", "standardize"]},
-        {"arch": ["fancy_cnn"], "augment": ["none", "standard"], "epochs": [30]},
-        {"arch": ["linear"], "normalization": ["raw"]},  # repeats a cell of the first grid
-    ]}
+    document = {
+        "name": "u",
+        "grid": [
+            {"arch": ["linear", "mlp"], "normalization": ["raw", "standardize"]},
+            {"arch": ["fancy_cnn"], "augment": ["none", "standard"], "epochs": [30]},
+            {"arch": ["linear"], "normalization": ["raw"]},  # repeats a cell of the first grid
+        ],
+    }
     spec = parse_spec(document, tmp_path / "u.yaml")
     cells = spec.cells()
     assert spec.size == len(cells) == 6
     assert spec.axes == ("arch", "normalization", "augment", "epochs")
     fancy = [c for c in cells if c.config["arch"] == "fancy_cnn"]
     assert {c.config["augment"] for c in fancy} == {"none", "standard"}
-    assert all(c.config["epochs"] == 30 and c.config["normalization"] == "standardize"
-               for c in fancy)
+    assert all(
+        c.config["epochs"] == 30 and c.config["normalization"] == "standardize" for c in fancy
+    )
     assert spec.axis_values["epochs"] == [20, 30]
 
 

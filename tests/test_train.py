@@ -61,10 +61,14 @@ def test_saved_model_takes_raw_pixels_and_reproduces_test_probabilities(tmp_path
     )
 
 
-def test_same_seed_same_result_other_seed_differs(tmp_path, mnist_dir):
+@pytest.mark.parametrize(
+    "arch, augment",
+    [("mlp", "none"), ("linear", "standard")],  # XLA; TensorFlow's op determinism (no XLA)
+)
+def test_same_seed_same_result_other_seed_differs(tmp_path, mnist_dir, arch, augment):
     runs = {}
     for label, seed in (("a", 3), ("b", 3), ("c", 4)):
-        cell = make_cell(tmp_path, arch="mlp", seed=seed)
+        cell = make_cell(tmp_path, arch=arch, seed=seed, augment=augment)
         runs[label] = train.run_cell(cell, tmp_path / label, mnist_dir)["metrics"]
     assert runs["a"]["test_accuracy"] == runs["b"]["test_accuracy"]
     assert runs["a"]["best_val_loss"] == runs["b"]["best_val_loss"]
