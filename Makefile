@@ -42,5 +42,10 @@ test: data lint
 test-fast: venv
 	$(PY) -m pytest -m "not slurm and not slow"
 
+# The CPU benchmarks of bench/README.md (the launch one on the live test cluster); the GPU one
+# runs on a GPU machine: KERAS_BACKEND=jax python bench/gpu_throughput.py
 bench: data
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_aggregate.py
+	$(PY) bench/cpu_trainer.py --arch mlp --epochs 20 --repeats 1
+	bash slurm/testcluster.sh up
+	$(PY) bench/bench_launch.py
