@@ -11,9 +11,8 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mnistsweep import aggregate as tables
 from mnistsweep import launch as launching
-from mnistsweep import results, sweepdir
+from mnistsweep import sweepdir
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.jobs import run_dir
 from mnistsweep.rundir import RunFiles
@@ -152,6 +151,9 @@ def report_outcome(plan: launching.Plan, data_dir: Path | None) -> int:
 
 def aggregate(sweep_dir: Path) -> int:
     record = sweepdir.read_record(sweep_dir)
+    from mnistsweep import aggregate as tables  # pandas: not on the submit-and-return path
+    from mnistsweep import results
+
     runs = results.load_runs(sweep_dir)
     for problem in runs.problems:
         console.print(f"[yellow]warning[/]: {problem}")

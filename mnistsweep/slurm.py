@@ -43,6 +43,12 @@ def jobs_log(sweep_dir: Path) -> Path:
     return sweep_dir / "jobs.jsonl"
 
 
+def submitit_folder(sweep_dir: Path) -> Path:
+    """submitit's files, one folder per array (`%A`): a folder per task (`%j`) costs a directory
+    creation per task at submit time, about half of submitit's own time for 1,000 tasks."""
+    return sweep_dir / "submitit" / "%A"
+
+
 def sbatch_parameters(plan: Plan, code_dir: Path) -> dict[str, Any]:
     """submitit's SLURM parameters from the spec; the job imports the code snapshot first."""
     options = plan.spec.executor.slurm
@@ -74,7 +80,7 @@ def preview_script(plan: Plan) -> str:
     """The sbatch script the first array would get (submitit's own template, nothing submitted)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = plan.sweep_dir / "submitit" / "%j"
+    folder = submitit_folder(plan.sweep_dir)
     command = (
         f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
     )
@@ -117,7 +123,7 @@ def submit(plan: Plan, data_dir: Path | None) -> list:
     """Submit the batches as few arrays as MaxArraySize allows; record which job has which cells."""
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=plan.sweep_dir / "submitit" / "%j")
+    executor = submitit.SlurmExecutor(folder=submitit_folder(plan.sweep_dir))
     executor.update_parameters(**sbatch_parameters(plan, snapshot_code(plan.sweep_dir)))
     limit = max_array_size() or len(plan.batches)
     jobs: list = []

@@ -81,10 +81,8 @@ def sacct_tasks(array_id: str) -> dict[str, str]:
     while True:
         states = slurm.sacct_states([f"{array_id}_0"])
         if (
-            (states
-            and all(s in slurm.ENDED_STATES for s in states.values()))
-            or time.time() > deadline
-        ):
+            states and all(s in slurm.ENDED_STATES for s in states.values())
+        ) or time.time() > deadline:
             return states
         time.sleep(1)
 
@@ -265,3 +263,33 @@ def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, mon
 def test_real_max_array_size_is_read_from_the_cluster(cluster):
     size = slurm.max_array_size()
     assert isinstance(size, int) and size >= 1
+
+
+def test_the_launcher_runs_as_a_batch_job_that_waits_and_reports(cluster, tmp_path, mnist_dir):
+    """slurm/launch.sbatch: submit the launcher from a login node and log out; it submits the
+    sweep's array, waits for it, aggregates and writes the report."""
+    spec_path = write_spec(tmp_path, "batch", {"arch": ["linear"], "seed": [0, 1]})
+    environment = {
+        **os.environ,
+        "MNISTSWEEP_DATA": str(mnist_dir),
+        "MNISTSWEEP_PYTHON": sys.executable,
+        "COLUMNS": "200",
+    }
+    script = REPO / "slurm" / "launch.sbatch"
+    command = ["sbatch", "--wait", str(script), str(spec_path), "--results-dir", "out"]
+    submitted = subprocess.run(
+        ["timeout", "300", *command],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        check=False,
+    )
+    logs = list(tmp_path.glob("mnistsweep-launch-*.out"))
+    log = logs[0].read_text() if logs else ""
+    assert submitted.returncode == 0, submitted.stderr + log
+    assert "submitted 2 cells" in log and "2 completed" in log and "| linear" in log
+    sweep_dir = tmp_path / "out" / "batch"
+    for cell in load_spec(spec_path).cells():
+        assert RunFiles(run_dir(sweep_dir, cell)).status() == "completed"
+    assert "## Results per configuration" in (sweep_dir / "report.md").read_text()
