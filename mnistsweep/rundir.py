@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,22 +69,28 @@ class RunFiles:
     def best_weights_of(self, epoch: int) -> Path:
         return self.root / f"best-{epoch:04d}.weights.h5"
 
+    def named_in(self, state: Mapping[str, Any], key: str) -> Path:
+        """The file a training state names under `key` ("checkpoint" or "best_weights").
+
+        state.json is an epoch's commit point: files are written under new names first, so a
+        kill between writes cannot leave a checkpoint ahead of (or behind) the state that
+        describes it."""
+        name = state.get(key)
+        return self.root / (Path(name).name if isinstance(name, str) else f"no-{key}")
+
     @property
     def checkpoint(self) -> Path:
-        """The resume checkpoint that state.json names. state.json is an epoch's commit point:
-        files are written under new names first, so a kill between writes cannot leave a
-        checkpoint ahead of (or behind) the state that describes it."""
-        return self._named_in_state("checkpoint")
+        """The resume checkpoint that state.json on disk names."""
+        return self.named_in(self._state_on_disk(), "checkpoint")
 
     @property
     def best_weights(self) -> Path:
-        """The best-so-far weights that state.json names."""
-        return self._named_in_state("best_weights")
+        """The best-so-far weights that state.json on disk names."""
+        return self.named_in(self._state_on_disk(), "best_weights")
 
-    def _named_in_state(self, key: str) -> Path:
+    def _state_on_disk(self) -> Mapping[str, Any]:
         state = read_json(self.state)
-        name = state.get(key) if isinstance(state, dict) else None
-        return self.root / (Path(name).name if isinstance(name, str) else f"no-{key}")
+        return state if isinstance(state, dict) else {}
 
     def remove_training_files(self, keep: Sequence[Path] = ()) -> None:
         """Drop checkpoints and best weights other than `keep` (superseded, or all once the run
@@ -145,6 +151,6 @@ class RunFiles:
         state = read_json(self.state)
         if not (isinstance(state, dict) and state.get("cell_id") == cell_id):
             return None
-        if state.get("epochs_done", 0) < 1 or not self.checkpoint.exists():
+        if state.get("epochs_done", 0) < 1 or not self.named_in(state, "checkpoint").exists():
             return None
         return state

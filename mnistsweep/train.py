@@ -143,7 +143,9 @@ class RunRecorder(keras.callbacks.Callback):
         save_atomic(checkpoint, self.model.save)
         self.state.update(epochs_done=epoch + 1, checkpoint=checkpoint.name)
         write_json_atomic(self.files.state, self.state)
-        self.files.remove_training_files(keep=[checkpoint, self.files.best_weights])
+        self.files.remove_training_files(
+            keep=[checkpoint, self.files.named_in(self.state, "best_weights")]
+        )
 
 
 def save_atomic(path: Path, save: Any) -> None:
@@ -164,7 +166,7 @@ def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[st
 
     state = files.read_state(cell.id)
     if state is not None:
-        model = keras.models.load_model(files.checkpoint)
+        model = keras.models.load_model(files.named_in(state, "checkpoint"))
         keras.utils.set_random_seed(config["seed"] + state["epochs_done"])
         deterministic_kernels(model)
     else:
@@ -236,7 +238,7 @@ def evaluate_best(
     started: float,
 ) -> dict[str, Any]:
     """Restore the weights with the lowest validation loss, then score them on the test set."""
-    model.load_weights(files.best_weights)
+    model.load_weights(files.named_in(state, "best_weights"))
     save_atomic(files.model, model.save)
     val_probs = model.predict(split.x_val, batch_size=EVAL_BATCH, verbose=0)
     test_probs = model.predict(split.x_test, batch_size=EVAL_BATCH, verbose=0)
