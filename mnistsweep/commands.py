@@ -61,9 +61,8 @@ def launch(
     data.load(data_dir)  # fail here, not in every job, when the data is missing
     sweepdir.record_spec(plan.sweep_dir, spec)
     for cell in plan.todo:
-        files = RunFiles(run_dir(plan.sweep_dir, cell))
-        if files.status() == "failed":
-            files.archive_failure()
+        if cell.id in plan.retried:
+            RunFiles(run_dir(plan.sweep_dir, cell)).archive_failure()
     if plan.backend == "slurm":
         from mnistsweep import slurm
 

@@ -34,6 +34,7 @@ class Plan:
     sweep_dir: Path
     statuses: dict[str, str]  # cell id -> completed | diverged | failed | todo
     batches: list[list[Cell]]  # what each job trains
+    retried: frozenset[str] = frozenset()  # ids of todo cells whose last attempt failed
 
     @property
     def todo(self) -> list[Cell]:
@@ -90,10 +91,11 @@ def plan_launch(
     sweepdir.check_same_spec(sweep_dir, spec)
     statuses: dict[str, str] = {}
     todo: list[Cell] = []
+    retried: set[str] = set()
     started = run_folders(sweep_dir)
     for cell in spec.cells():
         status = None
-        if started and cell.dirname in started:
+        if cell.dirname in started:
             status = RunFiles(run_dir(sweep_dir, cell)).status()
         if status in FINAL_STATUSES or (status == "failed" and not retry_failed):
             statuses[cell.id] = status
@@ -102,9 +104,10 @@ def plan_launch(
         else:
             statuses[cell.id] = "todo"
             todo.append(cell)
-    return Plan(
-        spec, backend, sweep_dir, statuses, pack(todo, cells_per_job(spec, backend, len(todo)))
-    )
+            if status == "failed":
+                retried.add(cell.id)
+    batches = pack(todo, cells_per_job(spec, backend, len(todo)))
+    return Plan(spec, backend, sweep_dir, statuses, batches, frozenset(retried))
 
 
 def run_folders(sweep_dir: Path) -> set[str]:
