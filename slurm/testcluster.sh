@@ -122,26 +122,28 @@ daemon_pid() {
 }
 
 # stop_daemon NAME PIDFILE COMM: SIGTERM, wait up to 15 s for exit (or zombie), then SIGKILL.
+# wait_gone PID TRIES: poll every 0.1 s until PID is gone; fails if it still runs after TRIES.
+wait_gone() {
+  local i
+  for ((i = 0; i < $2; i++)); do
+    pid_alive "$1" || return 0
+    sleep 0.1
+  done
+  ! pid_alive "$1"
+}
+
 stop_daemon() {
-  local name=$1 pf=$2 comm=$3 pid i
+  local name=$1 pf=$2 comm=$3 pid
   if ! pid=$(daemon_pid "$pf" "$comm"); then
     rm -f "$pf"
     return 0
   fi
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do
-    pid_alive "$pid" || break
-    sleep 0.1
-  done
-  if pid_alive "$pid"; then
+  if ! wait_gone "$pid" 150; then
     warn "$name (pid $pid) still running 15 s after SIGTERM; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      pid_alive "$pid" || break
-      sleep 0.1
-    done
-    pid_alive "$pid" && die "could not stop $name (pid $pid)"
+    wait_gone "$pid" 50 || die "could not stop $name (pid $pid)"
   fi
   rm -f "$pf"
 }
