@@ -2,8 +2,8 @@
 
 Writes 10,000 synthetic run folders (result.json and history.json shaped like the trainer's, and
 class probabilities for the best-on-validation few) into a temporary folder, then times each
-stage of a report: `results.load_runs`, `aggregate.summarize`, the configuration and marginal
-tables, the top-k ensemble, and `report.write_report` end to end. Prints the raw seconds and the
+stage of a report: `runs.load_runs`, `tables.summarize`, the configuration and marginal
+tables, the top-k ensemble, and `build.write_report` end to end. Prints the raw seconds and the
 ratio to the goal. The files were just written, so they are read from the page cache: a cold
 read from a cluster's shared filesystem is slower.
 
@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from mnistsweep import aggregate, data, ensemble, report, results
+from mnistsweep.analysis import ensemble, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.jobs import run_dir
-from mnistsweep.spec import Cell, parse_spec
+from mnistsweep.execute.job import run_dir
+from mnistsweep.report import build
+from mnistsweep.sweep.spec import Cell, parse_spec
+from mnistsweep.train import data
 from mnistsweep.vocabulary import ARCHITECTURE_NAMES, NORMALIZATION_NAMES
 
 GOAL_SECONDS = 3.0
@@ -162,10 +164,10 @@ def main() -> None:
         print(f"timings ({arguments.runs} runs, warm page cache):")
         timings: dict[str, float] = {}
         axes = json.loads((sweep_dir / "sweep.json").read_text())["axes"]
-        runs = timed("results.load_runs", lambda: results.load_runs(sweep_dir), timings).frame
-        timed("aggregate.summarize", lambda: aggregate.summarize(runs, axes), timings)
-        timed("configuration_table", lambda: aggregate.configuration_table(runs, axes), timings)
-        timed("marginal_tables", lambda: aggregate.marginal_tables(runs, axes), timings)
+        runs = timed("runs.load_runs", lambda: runs.load_runs(sweep_dir), timings).frame
+        timed("tables.summarize", lambda: tables.summarize(runs, axes), timings)
+        timed("configuration_table", lambda: tables.configuration_table(runs, axes), timings)
+        timed("marginal_tables", lambda: tables.marginal_tables(runs, axes), timings)
         timed(
             f"ensemble.build (top {arguments.top_k})",
             lambda: ensemble.build(runs, arguments.top_k, labels),
@@ -173,12 +175,12 @@ def main() -> None:
         )
         core = sum(timings.values())
         timed(
-            "report.write_report (end to end)",
-            lambda: report.write_report(sweep_dir, arguments.top_k, data_dir=data_dir),
+            "build.write_report (end to end)",
+            lambda: build.write_report(sweep_dir, arguments.top_k, data_dir=data_dir),
             timings,
         )
     print(f"load + tables + ensemble: {core:.3f} s = {core / GOAL_SECONDS:.2f} x the 3 s goal")
-    report_seconds = timings["report.write_report (end to end)"]
+    report_seconds = timings["build.write_report (end to end)"]
     print(f"whole report: {report_seconds:.3f} s = {report_seconds / GOAL_SECONDS:.2f} x the goal")
 
 

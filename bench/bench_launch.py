@@ -201,14 +201,17 @@ def stages(spec: Path, results: Path) -> None:
     started, cpu = time.perf_counter(), time.process_time()
     import submitit
 
-    from mnistsweep import commands, data, slurm, sweepdir
-    from mnistsweep import launch as launching
+    from mnistsweep import commands
+    from mnistsweep.execute import plan as launching
+    from mnistsweep.execute import slurm
+    from mnistsweep.sweep import guard
+    from mnistsweep.train import data
 
     timings = {"import": time.perf_counter() - started}
     timed(commands, "load_spec", "load spec", timings)
     timed(launching, "plan_launch", "plan", timings)
     timed(data, "load", "data check", timings)
-    timed(sweepdir, "record_spec", "record spec", timings)
+    timed(guard, "record_spec", "record spec", timings)
     timed(slurm, "submit", "submit", timings)
     timed(slurm, "snapshot_code", "  code snapshot", timings)
     timed(slurm, "max_array_size", "  MaxArraySize", timings)

@@ -26,7 +26,8 @@ TUTORIAL_SCRIPT = """
 import sys
 import keras
 import numpy as np
-from mnistsweep import data, models
+from mnistsweep.train import data
+from mnistsweep.train import models
 
 arch, epochs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 mnist = data.load(None)

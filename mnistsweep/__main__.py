@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "data":
-        from mnistsweep import data
+        from mnistsweep.train import data
 
         data_dir = args.data_dir or data.default_data_dir()
         if args.data_command == "prepare":

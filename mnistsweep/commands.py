@@ -11,12 +11,12 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mnistsweep import launch as launching
-from mnistsweep import sweepdir
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.jobs import run_dir
-from mnistsweep.rundir import RunFiles
-from mnistsweep.spec import Cell, SpecError, load_spec, parse_spec
+from mnistsweep.execute import plan as launching
+from mnistsweep.execute.job import run_dir
+from mnistsweep.sweep import guard
+from mnistsweep.sweep.rundir import RunFiles
+from mnistsweep.sweep.spec import Cell, SpecError, load_spec, parse_spec
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -48,7 +48,7 @@ def launch(
     if dry_run:
         list_cells(plan)
         if plan.backend == "slurm":
-            from mnistsweep import slurm
+            from mnistsweep.execute import slurm
 
             console.print("\nsbatch script of the first array:\n")
             console.print(slurm.preview_script(plan), markup=False)
@@ -56,15 +56,15 @@ def launch(
     if not plan.todo:
         console.print("nothing to train: every selected cell has a result")
         return aggregate(plan.sweep_dir) if plan.count("completed") else 0
-    from mnistsweep import data
+    from mnistsweep.train import data
 
     data.load(data_dir)  # fail here, not in every job, when the data is missing
-    sweepdir.record_spec(plan.sweep_dir, spec)
+    guard.record_spec(plan.sweep_dir, spec)
     for cell in plan.todo:
         if cell.id in plan.retried:
             RunFiles(run_dir(plan.sweep_dir, cell)).archive_failure()
     if plan.backend == "slurm":
-        from mnistsweep import slurm
+        from mnistsweep.execute import slurm
 
         jobs = slurm.submit(plan, data_dir)
         arrays = slurm.array_ids(jobs)
@@ -149,11 +149,11 @@ def report_outcome(plan: launching.Plan, data_dir: Path | None) -> int:
 
 
 def aggregate(sweep_dir: Path) -> int:
-    record = sweepdir.read_record(sweep_dir)
-    from mnistsweep import aggregate as tables  # pandas: not on the submit-and-return path
-    from mnistsweep import results
+    record = guard.read_record(sweep_dir)
+    from mnistsweep.analysis import tables  # pandas: not on the submit-and-return path
+    from mnistsweep.analysis import runs as sweep_runs
 
-    runs = results.load_runs(sweep_dir)
+    runs = sweep_runs.load_runs(sweep_dir)
     for problem in runs.problems:
         console.print(f"[yellow]warning[/]: {problem}")
     table = tables.summarize(runs.frame, record["axes"])
@@ -171,7 +171,7 @@ def aggregate(sweep_dir: Path) -> int:
 
 
 def report(sweep_dir: Path, *, top_k: int | None, data_dir: Path | None) -> int:
-    from mnistsweep.report import write_report
+    from mnistsweep.report.build import write_report
 
     written = write_report(sweep_dir, top_k, data_dir=data_dir)
     console.print(f"report: {written[0]} and {written[1]} ({len(written) - 2} more files)")
@@ -179,9 +179,9 @@ def report(sweep_dir: Path, *, top_k: int | None, data_dir: Path | None) -> int:
 
 
 def status(sweep_dir: Path) -> int:
-    from mnistsweep import slurm
+    from mnistsweep.execute import slurm
 
-    record = sweepdir.read_record(sweep_dir)
+    record = guard.read_record(sweep_dir)
     counts = slurm.cell_states(sweep_dir)
     console.print(
         f"sweep {record['name']}: "
@@ -193,9 +193,9 @@ def status(sweep_dir: Path) -> int:
 
 
 def cancel(sweep_dir: Path) -> int:
-    from mnistsweep import slurm
+    from mnistsweep.execute import slurm
 
-    sweepdir.read_record(sweep_dir)
+    guard.read_record(sweep_dir)
     cancelled = slurm.cancel(sweep_dir)
     console.print(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
     return 0
@@ -214,9 +214,9 @@ def train_one(
     target = out or results_dir / "single" / "runs" / cell.dirname
     console.print(f"training {cell.name} ({cell.id}) in {target}")
     started = time.perf_counter()
-    from mnistsweep import train
+    from mnistsweep.train import trainer
 
-    result = train.run_cell(cell, target, data_dir)
+    result = trainer.run_cell(cell, target, data_dir)
     metrics = result["metrics"]
     console.print(
         f"{result['status']} in {time.perf_counter() - started:.1f} s: "

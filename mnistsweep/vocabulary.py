@@ -1,6 +1,6 @@
 """The names a spec may use, importable without Keras so that validation and `--dry-run` stay fast.
 
-`mnistsweep.models` builds each of these; a test checks that the two lists agree.
+`mnistsweep.train.models` builds each of these; a test checks that the two lists agree.
 """
 
 ARCHITECTURE_NAMES: tuple[str, ...] = (

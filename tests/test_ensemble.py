@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnistsweep import ensemble, results
-from mnistsweep.rundir import write_json_atomic
+from mnistsweep.analysis import ensemble, runs
+from mnistsweep.sweep.rundir import write_json_atomic
 
 # Four training labels (the last two are the validation split) and three test labels.
 LABELS = ensemble.Labels(train=np.array([5, 5, 0, 1]), test=np.array([0, 1, 2]))
@@ -65,7 +65,7 @@ WRONG_TEST = [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
 
 
 def runs_of(sweep_dir: Path) -> pd.DataFrame:
-    return results.load_runs(sweep_dir).frame
+    return runs.load_runs(sweep_dir).frame
 
 
 def test_members_are_chosen_on_validation_never_on_test(tmp_path):

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from mnistsweep import jobs
-from mnistsweep.rundir import RunFiles
-from mnistsweep.spec import load_spec
+from mnistsweep.execute import job
+from mnistsweep.sweep.rundir import RunFiles
+from mnistsweep.sweep.spec import load_spec
+from mnistsweep.train import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,10 +132,10 @@ def test_results_dir_from_environment(tmp_path, tiny_spec, mnist_dir, monkeypatc
 
 
 def test_changed_spec_under_same_name_is_refused(tmp_path, tiny_spec, mnist_dir):
-    from mnistsweep import sweepdir
+    from mnistsweep.sweep import guard
 
     spec = load_spec(tiny_spec())
-    sweepdir.record_spec(tmp_path / "out" / "tiny", spec)
+    guard.record_spec(tmp_path / "out" / "tiny", spec)
     changed = tiny_spec(epochs=2)
     result = cli("launch", str(changed), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path)
     assert result.returncode == 2
@@ -151,12 +152,10 @@ def test_failing_cell_is_recorded_and_the_others_go_on(tmp_path, tiny_spec, monk
         RunFiles(run_dir).result.write_text('{"status": "completed"}')
         return {"status": "completed"}
 
-    from mnistsweep import train
-
-    monkeypatch.setattr(train, "run_cell", fake_run_cell)
-    outcomes = jobs.CellBatch()(str(tmp_path), cells, None)
+    monkeypatch.setattr(trainer, "run_cell", fake_run_cell)
+    outcomes = job.CellBatch()(str(tmp_path), cells, None)
     assert [o["status"] for o in outcomes] == ["completed", "failed", "completed", "completed"]
-    files = RunFiles(jobs.run_dir(tmp_path, broken))
+    files = RunFiles(job.run_dir(tmp_path, broken))
     result = files.read_result()
     assert result["error"] == "MemoryError: out of memory in a convolution"
     assert "MemoryError" in result["error_tail"][-1]
@@ -165,12 +164,11 @@ def test_failing_cell_is_recorded_and_the_others_go_on(tmp_path, tiny_spec, monk
 
 def test_a_cell_locked_by_another_launch_is_not_trained_twice(tmp_path, tiny_spec, monkeypatch):
     cell = load_spec(tiny_spec()).cells()[0]
-    from mnistsweep import train
 
-    monkeypatch.setattr(train, "run_cell", lambda *a: pytest.fail("trained a locked cell"))
-    with jobs.exclusive(jobs.run_dir(tmp_path, cell)) as acquired:
+    monkeypatch.setattr(trainer, "run_cell", lambda *a: pytest.fail("trained a locked cell"))
+    with job.exclusive(job.run_dir(tmp_path, cell)) as acquired:
         assert acquired
-        assert jobs.CellBatch()(str(tmp_path), [cell], None)[0]["status"] == "busy"
+        assert job.CellBatch()(str(tmp_path), [cell], None)[0]["status"] == "busy"
 
 
 def test_shipped_quick_sweep_is_small_enough_for_a_cpu():
@@ -184,12 +182,12 @@ def test_cells_of_one_job_can_train_concurrently_with_the_same_results(
     tmp_path, tiny_spec, mnist_dir
 ):
     cells = load_spec(tiny_spec(grid={"arch": ["linear"], "seed": [0, 1]})).cells()
-    together = jobs.CellBatch()(str(tmp_path / "together"), cells, str(mnist_dir), 2)
-    alone = jobs.CellBatch()(str(tmp_path / "alone"), cells, str(mnist_dir), 1)
+    together = job.CellBatch()(str(tmp_path / "together"), cells, str(mnist_dir), 2)
+    alone = job.CellBatch()(str(tmp_path / "alone"), cells, str(mnist_dir), 1)
     assert [o["status"] for o in together] == [o["status"] for o in alone] == ["completed"] * 2
     for cell in cells:
         metrics = [
-            RunFiles(jobs.run_dir(tmp_path / where, cell)).read_result()["metrics"]
+            RunFiles(job.run_dir(tmp_path / where, cell)).read_result()["metrics"]
             for where in ("together", "alone")
         ]
         assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]

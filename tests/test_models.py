@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from mnistsweep.models import (
+from mnistsweep.train.models import (
     ARCHITECTURES,
     AUGMENTATIONS,
     NORMALIZATIONS,
@@ -320,7 +320,7 @@ def test_out_of_range_dropout_is_refused(dropout: float, x_train: np.ndarray) ->
 
 JAX_SCRIPT = """
 import numpy as np, keras
-from mnistsweep.models import build_model
+from mnistsweep.train.models import build_model
 assert keras.backend.backend() == "jax"
 x = np.random.default_rng(0).integers(0, 256, size=(64, 28, 28), dtype=np.uint8)
 model = build_model("larger_cnn", normalization="standardize", x_train=x, augment="standard")

@@ -30,11 +30,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mnistsweep
-from mnistsweep import jobs, launch, results, sweepdir
+import mnistsweep.train
 from mnistsweep.__main__ import main
-from mnistsweep.rundir import RunFiles, read_json, write_json_atomic
-from mnistsweep.spec import (
+from mnistsweep.analysis import runs as sweep_runs
+from mnistsweep.execute import job
+from mnistsweep.execute import plan as planning
+from mnistsweep.sweep import guard
+from mnistsweep.sweep.rundir import RunFiles, read_json, write_json_atomic
+from mnistsweep.sweep.spec import (
     LR_SCHEDULES,
     MAX_CELLS,
     TRAIN_SETTINGS,
@@ -144,10 +147,10 @@ def test_launch_killed_with_sigkill_resumes_from_its_last_epoch(tmp_path, tiny_s
     the saved epoch with its optimizer state, and its history has each epoch exactly once."""
     spec_path = tiny_spec(name="resume", grid={"arch": ["mlp"]}, epochs=RESUME_EPOCHS)
     cell = load_spec(spec_path).cells()[0]
-    files = RunFiles(jobs.run_dir(tmp_path / "out" / "resume", cell))
+    files = RunFiles(job.run_dir(tmp_path / "out" / "resume", cell))
     command = ("launch", str(spec_path), "--executor", "local", "--results-dir", "out")
 
-    with open(tmp_path / "killed-launch.log", "w") as log:
+    with open(tmp_path / "killed-plan.log", "w") as log:
         launcher = subprocess.Popen(
             [sys.executable, "-m", "mnistsweep", *command],
             cwd=tmp_path,
@@ -159,7 +162,7 @@ def test_launch_killed_with_sigkill_resumes_from_its_last_epoch(tmp_path, tiny_s
     try:
         deadline = time.monotonic() + 300
         while (read_json(files.state) or {}).get("epochs_done", 0) < 1:
-            assert launcher.poll() is None, (tmp_path / "killed-launch.log").read_text()
+            assert launcher.poll() is None, (tmp_path / "killed-plan.log").read_text()
             assert time.monotonic() < deadline, "no epoch finished within 5 minutes"
             time.sleep(0.05)
         tree = descendants(launcher.pid)
@@ -213,7 +216,7 @@ def test_a_kill_between_checkpoint_and_state_leaves_a_consistent_resume_point(
 ):
     """The resume point is state.json plus checkpoint.keras: whenever the process dies, the
     checkpoint must hold exactly the epochs state.json says are done."""
-    from mnistsweep import train  # Keras: imported only by the tests that train
+    from mnistsweep.train import trainer as train  # Keras: imported only by the tests that train
 
     cell = parse_spec(
         {"name": "t", "train": {"arch": "linear", "epochs": 3, "train_subset": 2000}},
@@ -241,7 +244,7 @@ JSON_WRITER = """
 import os
 import sys
 from pathlib import Path
-from mnistsweep.rundir import write_json_atomic
+from mnistsweep.sweep.rundir import write_json_atomic
 
 target, payload = Path(sys.argv[1]), list(range(int(sys.argv[2])))
 for _ in sys.stdin:  # each line: fork one more writer, say its pid, reap it once killed
@@ -314,7 +317,7 @@ def test_write_json_atomic_leaves_no_half_written_file_under_sigkill(tmp_path):
     unfinished = sweep_dir / "runs" / "other--ba9876543210"
     unfinished.mkdir()
     os.replace(leftovers[0], unfinished / leftovers[0].name)
-    runs = results.load_runs(sweep_dir)
+    runs = sweep_runs.load_runs(sweep_dir)
     assert list(runs.frame["status"]) == ["completed"]
     assert runs.problems == [f"{unfinished.name}: no result.json yet (skipped)"]
 
@@ -323,7 +326,7 @@ CHECKPOINT_WRITER = """
 import sys
 from pathlib import Path
 import keras
-from mnistsweep.train import save_atomic
+from mnistsweep.train.trainer import save_atomic
 
 model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512), keras.layers.Dense(10)])
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -392,9 +395,9 @@ def test_unreadable_results_are_reported_and_skipped_by_aggregate_and_report(tmp
         tmp_path / "broken.yaml",
     )
     sweep_dir = tmp_path / "out" / "broken"
-    sweepdir.record_spec(sweep_dir, spec)
+    guard.record_spec(sweep_dir, spec)
     good, truncated, binary, not_a_record = spec.cells()
-    write_json_atomic(jobs.run_dir(sweep_dir, good) / "result.json", fake_result(good, 0.9))
+    write_json_atomic(job.run_dir(sweep_dir, good) / "result.json", fake_result(good, 0.9))
     whole = json.dumps(fake_result(truncated, 0.95))
     broken_files = [
         (truncated, whole[: len(whole) // 2].encode()),
@@ -402,11 +405,11 @@ def test_unreadable_results_are_reported_and_skipped_by_aggregate_and_report(tmp
         (not_a_record, b'["completed"]'),
     ]
     for cell, content in broken_files:
-        jobs.run_dir(sweep_dir, cell).mkdir(parents=True)
-        (jobs.run_dir(sweep_dir, cell) / "result.json").write_bytes(content)
+        job.run_dir(sweep_dir, cell).mkdir(parents=True)
+        (job.run_dir(sweep_dir, cell) / "result.json").write_bytes(content)
     expected = [f"{cell.dirname}: unreadable result.json (skipped)" for cell, _ in broken_files]
 
-    assert sorted(results.load_runs(sweep_dir).problems) == sorted(expected)
+    assert sorted(sweep_runs.load_runs(sweep_dir).problems) == sorted(expected)
 
     assert main(["aggregate", str(sweep_dir)]) == 0
     printed = capsys.readouterr().out
@@ -519,7 +522,7 @@ def test_every_cell_folder_is_a_distinct_direct_child_of_runs(grid):
     runs_root = Path("/results") / spec.name / "runs"
     cells = spec.cells()
     for cell in cells:
-        folder = jobs.run_dir(runs_root.parent, cell)
+        folder = job.run_dir(runs_root.parent, cell)
         assert Path(os.path.normpath(folder)).parent == runs_root
         assert re.fullmatch(r"[A-Za-z0-9=.,_-]+--[0-9a-f]{12}", cell.dirname), cell.dirname
         assert len(cell.dirname.encode()) <= 255
@@ -577,7 +580,7 @@ def test_a_grid_over_the_limit_is_refused_unless_allow_large(
 
 
 def record_outcome(sweep_dir: Path, cell: Cell, status: str) -> Path:
-    path = jobs.run_dir(sweep_dir, cell) / "result.json"
+    path = job.run_dir(sweep_dir, cell) / "result.json"
     write_json_atomic(path, {**fake_result(cell, 0.9), "status": status})
     return path
 
@@ -589,7 +592,7 @@ def test_relaunch_plans_no_training_for_final_cells_and_failed_ones_only_on_requ
     for cell, status in ((completed, "completed"), (diverged, "diverged"), (failed, "failed")):
         record_outcome(sweep_dir, cell, status)
 
-    plan = launch.plan_launch(spec, tmp_path, "local")
+    plan = planning.plan_launch(spec, tmp_path, "local")
     assert plan.todo == [untouched]
     assert plan.statuses == {
         completed.id: "completed",
@@ -597,7 +600,7 @@ def test_relaunch_plans_no_training_for_final_cells_and_failed_ones_only_on_requ
         failed.id: "failed",
         untouched.id: "todo",
     }
-    retry = launch.plan_launch(spec, tmp_path, "local", retry_failed=True)
+    retry = planning.plan_launch(spec, tmp_path, "local", retry_failed=True)
     assert retry.todo == [failed, untouched]
 
 
@@ -615,8 +618,8 @@ def test_a_job_planned_before_another_launch_finished_its_cell_does_not_retrain_
         pytest.fail("a cell with a final result was trained again")
 
     fake_train = types.SimpleNamespace(run_cell=must_not_train)
-    monkeypatch.setitem(sys.modules, "mnistsweep.train", fake_train)
-    monkeypatch.setattr(mnistsweep, "train", fake_train, raising=False)
-    outcomes = jobs.CellBatch()(str(tmp_path), [cell], None)
+    monkeypatch.setitem(sys.modules, "mnistsweep.train.trainer", fake_train)
+    monkeypatch.setattr(mnistsweep.train, "trainer", fake_train, raising=False)
+    outcomes = job.CellBatch()(str(tmp_path), [cell], None)
     assert outcomes == [{"cell_id": cell.id, "cell_name": cell.name, "status": status}]
     assert result_path.read_bytes() == before

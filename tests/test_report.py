@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnistsweep import aggregate, data, reference, results, sweepdir
+from mnistsweep.analysis import reference, runs, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.jobs import run_dir
-from mnistsweep.report import write_report
-from mnistsweep.rundir import write_json_atomic
+from mnistsweep.execute.job import run_dir
+from mnistsweep.report.build import write_report
+from mnistsweep.sweep import guard
+from mnistsweep.sweep.rundir import write_json_atomic
+from mnistsweep.train import data
 
 T_975 = {2: 12.706204736174698, 3: 4.302652729749464}  # Student's t quantiles by n (df = n-1)
 
@@ -61,14 +63,14 @@ def table_runs(tmp_path) -> pd.DataFrame:
             val,
             best_epoch=best_epoch,
         )
-    return results.load_runs(tmp_path).frame
+    return runs.load_runs(tmp_path).frame
 
 
 AXES = ["arch", "normalization", "seed"]
 
 
 def test_configuration_table_has_n_mean_std_and_a_student_t_interval(table_runs):
-    table = aggregate.configuration_table(table_runs, AXES)
+    table = tables.configuration_table(table_runs, AXES)
     assert list(table["arch"]) == ["mlp", "mlp", "linear", "linear"]  # validation order
     mlp_raw = table.iloc[0]
     assert mlp_raw["n"] == 3
@@ -84,12 +86,12 @@ def test_configuration_table_has_n_mean_std_and_a_student_t_interval(table_runs)
 
 
 def test_summarize_keeps_its_columns(table_runs):
-    table = aggregate.summarize(table_runs, AXES)
-    assert list(table.columns) == ["arch", "normalization", *aggregate.SUMMARY_COLUMNS]
+    table = tables.summarize(table_runs, AXES)
+    assert list(table.columns) == ["arch", "normalization", *tables.SUMMARY_COLUMNS]
 
 
 def test_marginal_tables_average_each_axis_over_the_rest(table_runs):
-    marginals = aggregate.marginal_tables(table_runs, AXES)
+    marginals = tables.marginal_tables(table_runs, AXES)
     assert set(marginals) == {"arch", "normalization"}
     by_arch = marginals["arch"].set_index("arch")
     # mlp: configuration means 0.98 (raw, 3 seeds) and 0.95 (standardize): each counts once.
@@ -104,7 +106,7 @@ def test_marginal_tables_average_each_axis_over_the_rest(table_runs):
 
 
 def test_one_configuration_axis_has_no_marginal_tables(table_runs):
-    assert aggregate.marginal_tables(table_runs, ["arch", "seed"]) == {}
+    assert tables.marginal_tables(table_runs, ["arch", "seed"]) == {}
 
 
 def test_reference_rows_match_the_tutorials_configuration(table_runs):
@@ -135,7 +137,7 @@ def record_sweep(sweep_dir: Path, ensemble_top_k: int = 3) -> list:
             "cells": 8,
         },
     )
-    return sweepdir.recorded_cells(sweep_dir)
+    return guard.recorded_cells(sweep_dir)
 
 
 def fake_probabilities(labels: np.ndarray, right: float, generator) -> np.ndarray:
@@ -267,7 +269,7 @@ def test_the_report_does_not_import_tensorflow(tmp_path):
     for cell in record_sweep(sweep_dir)[:2]:
         fill_cell(sweep_dir, cell, None, np.random.default_rng(0))
     code = (
-        "import sys; from pathlib import Path; from mnistsweep.report import write_report; "
+        "import sys; from pathlib import Path; from mnistsweep.report.build import write_report; "
         f"write_report(Path({str(sweep_dir)!r}), data_dir=Path({str(tmp_path / 'none')!r})); "
         "heavy = {'tensorflow', 'keras', 'jax'} & set(sys.modules); "
         "assert not heavy, heavy"

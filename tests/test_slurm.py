@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistsweep import launch, slurm
-from mnistsweep.jobs import run_dir
-from mnistsweep.rundir import RunFiles, read_json
-from mnistsweep.spec import load_spec
+from mnistsweep.execute import plan as planning
+from mnistsweep.execute import slurm
+from mnistsweep.execute.job import run_dir
+from mnistsweep.sweep.rundir import RunFiles, read_json
+from mnistsweep.sweep.spec import load_spec
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
@@ -248,7 +249,7 @@ def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, mon
         {"arch": "linear"},
         slurm={"additional": {"begin": "now+600"}},
     )
-    plan = launch.plan_launch(load_spec(spec_path), tmp_path / "out", "slurm")
+    plan = planning.plan_launch(load_spec(spec_path), tmp_path / "out", "slurm")
     monkeypatch.setattr(slurm, "max_array_size", lambda: 3)
     try:
         jobs = slurm.submit(plan, mnist_dir)
@@ -266,7 +267,7 @@ def test_real_max_array_size_is_read_from_the_cluster(cluster):
 
 
 def test_the_launcher_runs_as_a_batch_job_that_waits_and_reports(cluster, tmp_path, mnist_dir):
-    """slurm/launch.sbatch: submit the launcher from a login node and log out; it submits the
+    """slurm/plan.sbatch: submit the launcher from a login node and log out; it submits the
     sweep's array, waits for it, aggregates and writes the report."""
     spec_path = write_spec(tmp_path, "batch", {"arch": ["linear"], "seed": [0, 1]})
     environment = {
@@ -275,7 +276,7 @@ def test_the_launcher_runs_as_a_batch_job_that_waits_and_reports(cluster, tmp_pa
         "MNISTSWEEP_PYTHON": sys.executable,
         "COLUMNS": "200",
     }
-    script = REPO / "slurm" / "launch.sbatch"
+    script = REPO / "slurm" / "plan.sbatch"
     command = ["sbatch", "--wait", str(script), str(spec_path), "--results-dir", "out"]
     submitted = subprocess.run(
         ["timeout", "300", *command],

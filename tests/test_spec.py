@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.spec import MAX_CELLS, TRAIN_SETTINGS, SpecError, load_spec, parse_spec
+from mnistsweep.sweep.spec import MAX_CELLS, TRAIN_SETTINGS, SpecError, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from mnistsweep import train
-from mnistsweep.rundir import RunFiles
-from mnistsweep.spec import parse_spec
+from mnistsweep.sweep.rundir import RunFiles
+from mnistsweep.sweep.spec import parse_spec
+from mnistsweep.train import trainer
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def make_cell(tmp_path, **train_settings):
 
 def test_tiny_training_writes_every_artifact_and_learns(tmp_path, mnist_dir):
     cell = make_cell(tmp_path, arch="mlp", epochs=2)
-    result = train.run_cell(cell, tmp_path / "run", mnist_dir)
+    result = trainer.run_cell(cell, tmp_path / "run", mnist_dir)
     files = RunFiles(tmp_path / "run")
 
     assert result == json.loads(files.result.read_text())
@@ -38,7 +38,7 @@ def test_tiny_training_writes_every_artifact_and_learns(tmp_path, mnist_dir):
     assert test_probs.shape == (10_000, 10) and val_probs.shape == (6_000, 10)
     np.testing.assert_allclose(test_probs.sum(axis=1), 1.0, atol=1e-4)
     labels = np.load(mnist_dir / "mnist.npz")["y_test"]
-    assert math.isclose(train.accuracy(test_probs, labels), metrics["test_accuracy"])
+    assert math.isclose(trainer.accuracy(test_probs, labels), metrics["test_accuracy"])
 
     history = json.loads(files.history.read_text())
     assert len(history["val_accuracy"]) == 2
@@ -52,7 +52,7 @@ def test_saved_model_takes_raw_pixels_and_reproduces_test_probabilities(tmp_path
     import keras
 
     cell = make_cell(tmp_path, arch="linear", normalization="standardize")
-    train.run_cell(cell, tmp_path / "run", mnist_dir)
+    trainer.run_cell(cell, tmp_path / "run", mnist_dir)
     files = RunFiles(tmp_path / "run")
     model = keras.models.load_model(files.model)
     x_test = np.load(mnist_dir / "mnist.npz")["x_test"][:500].astype("float32")
@@ -69,16 +69,16 @@ def test_same_seed_same_result_other_seed_differs(tmp_path, mnist_dir, arch, aug
     runs = {}
     for label, seed in (("a", 3), ("b", 3), ("c", 4)):
         cell = make_cell(tmp_path, arch=arch, seed=seed, augment=augment)
-        runs[label] = train.run_cell(cell, tmp_path / label, mnist_dir)["metrics"]
+        runs[label] = trainer.run_cell(cell, tmp_path / label, mnist_dir)["metrics"]
     assert runs["a"]["test_accuracy"] == runs["b"]["test_accuracy"]
     assert runs["a"]["best_val_loss"] == runs["b"]["best_val_loss"]
     assert runs["a"]["best_val_loss"] != runs["c"]["best_val_loss"]
 
 
 def test_validation_split_is_the_same_whatever_the_seed(mnist_dir):
-    mnist = train.data.load(mnist_dir)
-    first = train.split_data(mnist, 0.1, None)
-    subset = train.split_data(mnist, 0.1, 1000)
+    mnist = trainer.data.load(mnist_dir)
+    first = trainer.split_data(mnist, 0.1, None)
+    subset = trainer.split_data(mnist, 0.1, 1000)
     np.testing.assert_array_equal(first.y_val, mnist.y_train[-6000:])
     np.testing.assert_array_equal(subset.y_val, first.y_val)
     assert len(subset.x_train) == 1000 and len(first.x_train) == 54_000
@@ -86,37 +86,37 @@ def test_validation_split_is_the_same_whatever_the_seed(mnist_dir):
 
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, mnist_dir, monkeypatch):
     cell = make_cell(tmp_path, arch="linear", epochs=3)
-    original = train.RunRecorder.on_epoch_end
+    original = trainer.RunRecorder.on_epoch_end
 
     def stop_after_second_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt  # as if the job were killed right after epoch 2's checkpoint
 
-    monkeypatch.setattr(train.RunRecorder, "on_epoch_end", stop_after_second_epoch)
+    monkeypatch.setattr(trainer.RunRecorder, "on_epoch_end", stop_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train.run_cell(cell, tmp_path / "run", mnist_dir)
+        trainer.run_cell(cell, tmp_path / "run", mnist_dir)
     files = RunFiles(tmp_path / "run")
     assert not files.result.exists() and files.checkpoint.exists()
 
-    monkeypatch.setattr(train.RunRecorder, "on_epoch_end", original)
-    result = train.run_cell(cell, tmp_path / "run", mnist_dir)
+    monkeypatch.setattr(trainer.RunRecorder, "on_epoch_end", original)
+    result = trainer.run_cell(cell, tmp_path / "run", mnist_dir)
     assert result["resumed_at_epochs"] == [2]
     assert result["metrics"]["epochs_run"] == 3
     assert len(result["timing"]["epoch_seconds"]) == 3
 
 
 def test_nan_loss_stops_early_as_diverged(tmp_path, mnist_dir, monkeypatch):
-    original = train.split_data
+    original = trainer.split_data
 
     def poisoned(*args):
         split = original(*args)
         split.x_train[:, 0, 0] = np.nan  # every batch's loss becomes NaN
         return split
 
-    monkeypatch.setattr(train, "split_data", poisoned)
+    monkeypatch.setattr(trainer, "split_data", poisoned)
     cell = make_cell(tmp_path, arch="mlp", normalization="raw", epochs=3)
-    result = train.run_cell(cell, tmp_path / "run", mnist_dir)
+    result = trainer.run_cell(cell, tmp_path / "run", mnist_dir)
     assert result["status"] == "diverged"
     assert result["diverged_at_epoch"] == 0
     assert result["metrics"]["epochs_run"] == 1

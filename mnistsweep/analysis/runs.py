@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnistsweep.rundir import RunFiles
+from mnistsweep.sweep.rundir import RunFiles
 
 METRIC_COLUMNS = (
     "test_accuracy",

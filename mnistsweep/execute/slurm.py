@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.jobs import CellBatch, run_dir
-from mnistsweep.launch import Plan
-from mnistsweep.rundir import RunFiles
+from mnistsweep.execute.job import CellBatch, run_dir
+from mnistsweep.execute.plan import Plan
+from mnistsweep.sweep.rundir import RunFiles
 
 POLL_SECONDS = 5.0
 # sacct states after which a task will not run again by itself.
@@ -215,7 +215,7 @@ class CellStates:
 
 def cell_states(sweep_dir: Path) -> CellStates:
     """Each cell's state: its result file when there is one, else its job's SLURM state."""
-    from mnistsweep.sweepdir import recorded_cells
+    from mnistsweep.sweep.guard import recorded_cells
 
     owners = read_jobs(sweep_dir)
     scheduler = sacct_states(owners.values())

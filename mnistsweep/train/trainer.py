@@ -24,10 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 import keras
 import numpy as np
 
-from mnistsweep import data, models
-from mnistsweep.rundir import RunFiles, write_json_atomic
-from mnistsweep.spec import Cell
-from mnistsweep.tblog import EventLog
+from mnistsweep.sweep.rundir import RunFiles, write_json_atomic
+from mnistsweep.sweep.spec import Cell
+from mnistsweep.train import data, models
+from mnistsweep.train.tblog import EventLog
 
 EVAL_BATCH = 2048  # inference needs no small batches; large ones are several times faster
 # Training steps per call into TensorFlow: small nets spend much of a step in dispatch (1.5x the

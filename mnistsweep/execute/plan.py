@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from mnistsweep import sweepdir
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.jobs import CellBatch, run_dir
-from mnistsweep.rundir import FINAL_STATUSES, RunFiles
-from mnistsweep.spec import Cell, Spec
+from mnistsweep.execute.job import CellBatch, run_dir
+from mnistsweep.sweep import guard
+from mnistsweep.sweep.rundir import FINAL_STATUSES, RunFiles
+from mnistsweep.sweep.spec import Cell, Spec
 
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would kill real trainings
 
@@ -88,7 +88,7 @@ def plan_launch(
     of this launch ("not selected") and stay for a later one."""
     backend = resolve_backend(backend)
     sweep_dir = results_dir / spec.name
-    sweepdir.check_same_spec(sweep_dir, spec)
+    guard.check_same_spec(sweep_dir, spec)
     statuses: dict[str, str] = {}
     todo: list[Cell] = []
     retried: set[str] = set()

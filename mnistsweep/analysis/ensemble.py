@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistsweep.rundir import RunFiles, write_json_atomic
+from mnistsweep.sweep.rundir import RunFiles, write_json_atomic
 
 RANKING = ["best_val_accuracy", "best_val_loss", "run_dir"]  # ties: lower loss, then the name
 EPSILON = 1e-7  # Keras clips probabilities here before taking the log

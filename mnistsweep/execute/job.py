@@ -20,8 +20,8 @@ from typing import Any
 
 import submitit
 
-from mnistsweep.rundir import FINAL_STATUSES, RunFiles, write_json_atomic
-from mnistsweep.spec import Cell
+from mnistsweep.sweep.rundir import FINAL_STATUSES, RunFiles, write_json_atomic
+from mnistsweep.sweep.spec import Cell
 
 ERROR_TAIL_LINES = 20
 # Cell ids (comma-separated) that fail on purpose: how tests and users check that a failure stays
@@ -93,12 +93,12 @@ def run_one(sweep_dir: str, data_dir: str | None, cell: Cell) -> dict[str, Any]:
 
 
 def train_or_record_failure(cell: Cell, files: RunFiles, data_dir: str | None) -> str:
-    from mnistsweep import train  # Keras loads inside the job only
+    from mnistsweep.train import trainer  # Keras loads inside the job only
 
     try:
         if cell.id in os.environ.get(FAIL_CELLS_ENV, "").split(","):
             raise RuntimeError(f"injected failure ({FAIL_CELLS_ENV})")
-        return train.run_cell(cell, files.root, Path(data_dir) if data_dir else None)["status"]
+        return trainer.run_cell(cell, files.root, Path(data_dir) if data_dir else None)["status"]
     except Exception as error:  # a cell's failure must not stop the job's other cells
         details = traceback.format_exc()
         files.error.write_text(details)

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from mnistsweep import tblog
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.rundir import read_json, write_json_atomic
-from mnistsweep.spec import Cell, Spec, parse_spec
+from mnistsweep.sweep.rundir import read_json, write_json_atomic
+from mnistsweep.sweep.spec import Cell, Spec, parse_spec
+from mnistsweep.train import tblog
 
 
 def record_path(sweep_dir: Path) -> Path:

@@ -21,10 +21,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mnistsweep import aggregate, data, ensemble, plots, reference, results, sweepdir
+from mnistsweep.analysis import ensemble, reference, runs, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.jobs import run_dir
-from mnistsweep.rundir import read_json
+from mnistsweep.execute.job import run_dir
+from mnistsweep.report import figures
+from mnistsweep.sweep import guard
+from mnistsweep.sweep.rundir import read_json
+from mnistsweep.train import data
 
 FILES_FOLDER = "report_files"
 DEFAULT_TOP_K = 4  # the spec's default, for sweep folders recorded without one
@@ -41,7 +44,7 @@ class Sweep:
 
     folder: Path
     record: dict[str, Any]
-    runs: results.SweepRuns
+    runs: runs.SweepRuns
     top_k: int
     mnist: data.Mnist | None
     data_problem: str | None
@@ -53,11 +56,11 @@ class Sweep:
 
     @property
     def keys(self) -> list[str]:
-        return aggregate.configuration_axes(self.axes)
+        return tables.configuration_axes(self.axes)
 
     @property
     def completed(self) -> pd.DataFrame:
-        return aggregate.completed(self.runs.frame)
+        return tables.completed(self.runs.frame)
 
     def output(self, name: str) -> Path:
         path = self.folder / FILES_FOLDER / name
@@ -109,7 +112,7 @@ def write_report(
 
 
 def open_sweep(sweep_dir: Path, top_k: int | None, data_dir: Path | None) -> Sweep:
-    record = sweepdir.read_record(sweep_dir)
+    record = guard.read_record(sweep_dir)
     if top_k is None:
         top_k = record.get("ensemble_top_k") or DEFAULT_TOP_K
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -118,7 +121,7 @@ def open_sweep(sweep_dir: Path, top_k: int | None, data_dir: Path | None) -> Swe
         mnist, data_problem = data.load(data_dir), None
     except MnistsweepError as error:  # the report goes on; sections that need images say so
         mnist, data_problem = None, str(error)
-    return Sweep(sweep_dir, record, results.load_runs(sweep_dir), top_k, mnist, data_problem)
+    return Sweep(sweep_dir, record, runs.load_runs(sweep_dir), top_k, mnist, data_problem)
 
 
 def clear_old_files(sweep: Sweep) -> None:
@@ -131,7 +134,7 @@ def clear_old_files(sweep: Sweep) -> None:
 
 
 def analyse(sweep: Sweep) -> Findings:
-    table = aggregate.configuration_table(sweep.runs.frame, sweep.axes)
+    table = tables.configuration_table(sweep.runs.frame, sweep.axes)
     top, per_arch = None, {}
     if sweep.mnist is not None and not sweep.completed.empty:
         labels = ensemble.Labels(train=sweep.mnist.y_train, test=sweep.mnist.y_test)
@@ -200,7 +203,7 @@ def progress(sweep: Sweep) -> str:
 def cell_states(sweep: Sweep) -> pd.DataFrame | None:
     """One row per cell of the recorded grid: its name, state and any error."""
     try:
-        cells = sweepdir.recorded_cells(sweep.folder)
+        cells = guard.recorded_cells(sweep.folder)
     except (MnistsweepError, KeyError):
         return None
     frame = sweep.runs.frame
@@ -263,8 +266,8 @@ def configurations(sweep: Sweep, findings: Findings) -> str:
     labels = list(configuration_labels(shown, sweep.keys))
     by_label = runs_by_configuration(sweep)
     seeds = {name: list(by_label[name]["test_accuracy"]) for name in labels if name in by_label}
-    figure = plots.configuration_accuracy(shown, labels, seeds)
-    image = plots.save(figure, sweep.output("test_accuracy.png"))
+    figure = figures.configuration_accuracy(shown, labels, seeds)
+    image = figures.save(figure, sweep.output("test_accuracy.png"))
     more = (
         f" The {MAX_CONFIGURATIONS_SHOWN} best of {len(table)} are shown; all"
         if len(table) > MAX_CONFIGURATIONS_SHOWN
@@ -304,15 +307,15 @@ def display_configurations(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame
 
 
 def marginals(sweep: Sweep) -> str:
-    tables = aggregate.marginal_tables(sweep.runs.frame, sweep.axes)
-    if not tables or sweep.completed.empty:
+    marginals_by_axis = tables.marginal_tables(sweep.runs.frame, sweep.axes)
+    if not marginals_by_axis or sweep.completed.empty:
         return ""
     parts = [
         "## Each axis averaged over the rest",
         "Each value of one axis, with every configuration of the other axes counted once "
         "(the mean of the configuration means); the range runs from the worst to the best of them.",
     ]
-    for axis, table in tables.items():
+    for axis, table in marginals_by_axis.items():
         save_table(sweep, table, f"marginal_{axis}")
         shown = table[[axis]].astype(str).copy()
         shown["configurations"] = table["configurations"].astype(str)
@@ -343,7 +346,7 @@ def learning_curves(sweep: Sweep, findings: Findings) -> str:
             curves[name] = curve
     if not curves:
         return "## Validation accuracy per epoch\n\nNo run has a readable history.json."
-    image = plots.save(plots.validation_curves(curves), sweep.output("validation_curves.png"))
+    image = figures.save(figures.validation_curves(curves), sweep.output("validation_curves.png"))
     shown = f"the {len(curves)} best configurations on validation"
     if len(table) <= MAX_CURVES:
         shown = "every configuration"
@@ -409,8 +412,8 @@ def top_k_ensemble(sweep: Sweep, findings: Findings) -> str:
         "All figures are in `ensemble.json`.",
         markdown_table(members_table(chosen)),
         figure_markdown(
-            plots.save(
-                plots.ensemble_curve(chosen.curve, int(best_k["k"])),
+            figures.save(
+                figures.ensemble_curve(chosen.curve, int(best_k["k"])),
                 sweep.output("ensemble_curve.png"),
             ),
             sweep,
@@ -472,7 +475,7 @@ def mistakes(sweep: Sweep, chosen: ensemble.Ensemble) -> list[str]:
     truth = sweep.mnist.y_test.astype(int)
     predicted = chosen.test_probabilities.argmax(axis=1)
     matrix = np.bincount(truth * 10 + predicted, minlength=100).reshape(10, 10)
-    confusion = plots.save(plots.confusion_matrix(matrix), sweep.output("confusion_matrix.png"))
+    confusion = figures.save(figures.confusion_matrix(matrix), sweep.output("confusion_matrix.png"))
     parts = [
         "### Confusion matrix",
         figure_markdown(confusion, sweep, "Ensemble confusion matrix on the test set"),
@@ -483,13 +486,13 @@ def mistakes(sweep: Sweep, chosen: ensemble.Ensemble) -> list[str]:
     parts.append("### Misclassified test digits")
     if not len(worst):
         return [*parts, "The ensemble classifies every test digit correctly."]
-    figure = plots.misclassified_digits(
+    figure = figures.misclassified_digits(
         sweep.mnist.x_test[worst],
         truth[worst],
         predicted[worst],
         chosen.test_probabilities[worst, predicted[worst]],
     )
-    image = plots.save(figure, sweep.output("misclassified.png"))
+    image = figures.save(figure, sweep.output("misclassified.png"))
     return [
         *parts,
         f"{len(wrong):,} of {len(truth):,} test digits are misclassified; the "

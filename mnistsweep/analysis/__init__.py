@@ -1,0 +1,1 @@
+"""Runs to numbers: one table of runs, per-configuration statistics, ensembles, the tutorials."""

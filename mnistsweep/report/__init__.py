@@ -1,0 +1,1 @@
+"""Numbers to pages: report.md and a self-contained report.html."""

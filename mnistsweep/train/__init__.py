@@ -1,0 +1,1 @@
+"""One cell, from data to result: data, models, checkpoints, the trainer."""
