@@ -21,6 +21,7 @@ import yaml
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute.job import CellBatch, run_dir
 from mnistsweep.sweep import guard
+from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.rundir import FINAL_STATUSES, RunFiles
 from mnistsweep.sweep.spec import Cell, Spec
 
@@ -88,7 +89,7 @@ def plan_launch(
     of this launch ("not selected") and stay for a later one."""
     backend = resolve_backend(backend)
     sweep_dir = results_dir / spec.name
-    guard.check_same_spec(sweep_dir, spec)
+    guard.check_same_spec(SweepLayout(sweep_dir), spec)
     statuses: dict[str, str] = {}
     todo: list[Cell] = []
     retried: set[str] = set()
@@ -108,6 +109,12 @@ def plan_launch(
                 retried.add(cell.id)
     batches = pack(todo, cells_per_job(spec, backend, len(todo)))
     return Plan(spec, backend, sweep_dir, statuses, batches, frozenset(retried))
+
+
+def archive_failure(plan: Plan, cell: Cell) -> None:
+    """Before a retry: keep the failed attempt's record aside, so the new attempt's result is
+    the only result.json and the old error stays readable."""
+    RunFiles(run_dir(plan.sweep_dir, cell)).archive_failure()
 
 
 def run_folders(sweep_dir: Path) -> set[str]:

@@ -112,7 +112,7 @@ def write_report(
 
 
 def open_sweep(sweep_dir: Path, top_k: int | None, data_dir: Path | None) -> Sweep:
-    record = guard.read_record(sweep_dir)
+    record = guard.read_record(sweep_dir).model_dump()
     if top_k is None:
         top_k = record.get("ensemble_top_k") or DEFAULT_TOP_K
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:

@@ -1,71 +1,117 @@
-"""A sweep's folder: the spec it was launched from, and the guard that keeps specs apart.
+"""A sweep folder's identity: the spec it was launched from, and the guard that keeps specs apart.
 
 Results of different specs are never mixed: a sweep folder remembers the fingerprint of the grid
-and train settings that filled it, and a launch with a different one is refused.
+and train settings that filled it, and a launch with a different one is refused. The guard fails
+closed: when the record is damaged or missing beside existing runs, it refuses unless every run
+folder belongs to the spec being launched.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from mnistsweep import fsio
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.sweep.rundir import read_json, write_json_atomic
-from mnistsweep.sweep.spec import Cell, Spec, parse_spec
-from mnistsweep.train import tblog
+from mnistsweep.sweep import records
+from mnistsweep.sweep.layout import SweepLayout
+from mnistsweep.sweep.spec import Cell, Spec, load_spec, parse_spec
 
 
-def record_path(sweep_dir: Path) -> Path:
-    return sweep_dir / "sweep.json"
-
-
-def check_same_spec(sweep_dir: Path, spec: Spec) -> None:
-    record = read_json(record_path(sweep_dir))
-    if record and record.get("fingerprint") != spec.results_fingerprint():
+def check_same_spec(layout: SweepLayout, spec: Spec) -> None:
+    """Refuse to launch `spec` into a folder that holds another spec's runs."""
+    if layout.root.exists() and not layout.root.is_dir():
+        raise MnistsweepError(f"{layout.root}: is a file; a sweep folder is expected there")
+    try:
+        record = records.read(records.SweepRecord, layout.record)
+    except records.DamagedRecord as damaged:
+        record = None
+        foreign = foreign_runs(layout, spec)
+        if foreign:
+            raise MnistsweepError(
+                f"{damaged}; cannot tell which spec filled {layout.root}, and {len(foreign)} run "
+                f"folder(s) there (e.g. {foreign[0]}) are not cells of {spec.path}: restore "
+                "sweep.json or give the spec a new name"
+            ) from None
+    if record is None:
+        foreign = foreign_runs(layout, spec)
+        if foreign:
+            raise MnistsweepError(
+                f"{spec.path}: {layout.root} holds {len(foreign)} run folder(s) that are not "
+                f"cells of this spec (e.g. {foreign[0]}) and no sweep.json; give the spec a new "
+                "name: results of different specs are never mixed"
+            )
+        return
+    if record.fingerprint != spec.results_fingerprint():
         raise MnistsweepError(
-            f"{spec.path}: grid/train differ from the spec that filled {sweep_dir} "
-            f"(launched from {record.get('spec_path')}); give the changed spec a new name: "
+            f"{spec.path}: grid/train differ from the spec that filled {layout.root} "
+            f"(launched from {record.spec_path}); give the changed spec a new name: "
             "results of different specs are never mixed"
         )
 
 
-def record_spec(sweep_dir: Path, spec: Spec) -> None:
-    """Keep the spec beside its results: aggregate and report read the axes from here."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        record_path(sweep_dir),
-        {
-            "name": spec.name,
-            "fingerprint": spec.results_fingerprint(),
-            "spec_path": str(spec.path),
-            "axes": list(spec.axes),
-            "grid": [{axis: list(values) for axis, values in grid.items()} for grid in spec.grids],
-            "train": dict(spec.train),
-            "ensemble_top_k": spec.ensemble_top_k,
-            "cells": spec.size,
-        },
+def foreign_runs(layout: SweepLayout, spec: Spec) -> list[str]:
+    """Run folders whose id (after the last `--`) is not a cell of `spec`."""
+    ids = {cell.id for cell in spec.cells()}
+    return [
+        run.root.name
+        for run in layout.run_folders()
+        if run.root.name.rsplit("--", 1)[-1] not in ids
+    ]
+
+
+def record_spec(layout: SweepLayout, spec: Spec) -> None:
+    """Keep the spec beside its results: aggregate, report and status read it from here."""
+    layout.create()
+    cells = spec.cells()
+    records.write(
+        layout.record,
+        records.SweepRecord(
+            name=spec.name,
+            fingerprint=spec.results_fingerprint(),
+            spec_path=str(spec.path),
+            axes=list(spec.axes),
+            grid=[{axis: list(values) for axis, values in grid.items()} for grid in spec.grids],
+            train=dict(spec.train),
+            ensemble_top_k=spec.ensemble_top_k,
+            cells=len(cells),
+        ),
     )
-    (sweep_dir / "spec.yaml").write_text(yaml.safe_dump(dict(spec.document), sort_keys=False))
-    tblog.write_hparams_config(sweep_dir, spec.axis_values)
+    fsio.write_text(layout.spec_copy, yaml.safe_dump(dict(spec.document), sort_keys=False))
+    from mnistsweep.train import tblog  # TensorBoard: only when a launch records a sweep
+
+    tblog.write_hparams_config(layout.root, spec.axis_values)
 
 
-def read_record(sweep_dir: Path) -> dict[str, Any]:
-    """The launch record, or an error telling the user this is not a sweep folder."""
+def read_record(sweep_dir: Path) -> records.SweepRecord:
+    """The launch record, or one line telling the user this is not (or no longer) a sweep folder."""
+    layout = SweepLayout(sweep_dir)
     if not sweep_dir.is_dir():
         raise MnistsweepError(f"{sweep_dir}: no such sweep folder (expected <results-dir>/<name>)")
-    record = read_json(record_path(sweep_dir))
-    if not isinstance(record, dict):
+    try:
+        record = records.read(records.SweepRecord, layout.record)
+    except records.DamagedRecord as damaged:
+        raise MnistsweepError(f"{damaged}; this sweep folder's record is damaged") from None
+    if record is None:
         raise MnistsweepError(
-            f"{sweep_dir}: not a sweep folder ({record_path(sweep_dir).name} missing or "
-            "unreadable); launch a spec first"
+            f"{sweep_dir}: not a sweep folder ({layout.record.name} missing); launch a spec first"
         )
     return record
 
 
 def recorded_cells(sweep_dir: Path) -> list[Cell]:
-    """The cells of the spec that filled this folder, rebuilt from its record."""
+    """The cells of the spec that filled this folder, from the copy of the spec kept beside it."""
     record = read_record(sweep_dir)
-    document = {"name": record["name"], "grid": record["grid"], "train": record["train"]}
-    return parse_spec(document, record_path(sweep_dir), allow_large=True).cells()
+    layout = SweepLayout(sweep_dir)
+    if layout.spec_copy.exists():
+        spec = load_spec(layout.spec_copy, allow_large=True)
+    else:  # a folder written by hand or by an old version: the record has the grid too
+        document = {"name": record.name, "grid": record.grid, "train": record.train}
+        spec = parse_spec(document, layout.record, allow_large=True)
+    if spec.results_fingerprint() != record.fingerprint:
+        raise MnistsweepError(
+            f"{layout.spec_copy}: does not match {layout.record.name} (edited by hand?); "
+            "launch the sweep's spec again to rewrite both"
+        )
+    return spec.cells()

@@ -1,0 +1,190 @@
+"""Every path inside a sweep folder, and nothing else: the one place that joins them.
+
+```
+<results-dir>/<sweep name>/
+  sweep.json  spec.yaml  jobs.jsonl  .launch.lock        what was launched, and where it went
+  runs/<cell-name>--<id>/                                one folder per cell (RunLayout)
+  code/<launch time>/mnistsweep/                         the code the jobs import
+  submitit/<array id>/                                   submitit's pickles and task logs
+  summary.csv  ensemble.json  report.md  report.html     what aggregate and report write
+  report_files/                                          figures and tables of the report
+  .cache/                                                compiled programs shared by the jobs
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnistsweep import fsio
+
+if TYPE_CHECKING:
+    from mnistsweep.sweep.spec import Cell
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """One cell's folder: the unit of truth for everything a later stage needs."""
+
+    root: Path
+    sweep_root: Path | None = None  # the sweep folder, for the no-symlink check on creation
+
+    @property
+    def result(self) -> Path:
+        """Written last and atomically: its presence means the run is final."""
+        return self.root / "result.json"
+
+    @property
+    def state(self) -> Path:
+        """The resume point: which epoch is committed, and the files that hold it."""
+        return self.root / "state.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.keras"
+
+    @property
+    def val_probs(self) -> Path:
+        return self.root / "probs_val.npy"
+
+    @property
+    def test_probs(self) -> Path:
+        return self.root / "probs_test.npy"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.txt"
+
+    @property
+    def error(self) -> Path:
+        return self.root / "error.txt"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def checkpoint_after(self, epochs_done: int) -> Path:
+        return self.root / f"checkpoint-{epochs_done:04d}.keras"
+
+    def best_weights_of(self, epoch: int) -> Path:
+        return self.root / f"best-{epoch:04d}.weights.h5"
+
+    def named(self, name: str | None) -> Path:
+        """A file that a record names: kept inside this folder whatever the record says."""
+        return self.root / (Path(name).name if name else "missing")
+
+    def failed_attempt(self, path: Path, stamp: str) -> Path:
+        """Where a failed attempt's record is kept aside before a retry."""
+        return path.with_name(f"failed-{stamp}-{path.name}")
+
+    TRAINING_FILES = ("checkpoint-*.keras", "best-*.weights.h5", ".tmp-*")
+
+    def create(self) -> Path:
+        return fsio.ensure_dir(self.root, self.sweep_root)
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    root: Path
+
+    @classmethod
+    def of(cls, results_dir: Path, name: str) -> SweepLayout:
+        return cls(results_dir / name)
+
+    # --- what was launched ---------------------------------------------------------------------
+    @property
+    def record(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def spec_copy(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs.jsonl"
+
+    @property
+    def launch_lock(self) -> Path:
+        return self.root / ".launch.lock"
+
+    # --- the cells -----------------------------------------------------------------------------
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, cell: Cell) -> RunLayout:
+        return RunLayout(self.runs / cell.dirname, self.root)
+
+    def run_named(self, dirname: str) -> RunLayout:
+        return RunLayout(self.runs / Path(dirname).name, self.root)
+
+    def run_folders(self) -> list[RunLayout]:
+        """Every cell folder present, listed once (a listing, not one open per cell)."""
+        if not self.runs.is_dir() or self.runs.is_symlink():
+            return []
+        return [
+            RunLayout(path, self.root)
+            for path in sorted(self.runs.iterdir())
+            if path.is_dir() and not path.is_symlink()
+        ]
+
+    # --- where jobs run ------------------------------------------------------------------------
+    def code_snapshot(self, stamp: str) -> Path:
+        return self.root / "code" / stamp
+
+    @property
+    def submitit(self) -> Path:
+        """submitit's folder pattern: one folder per array (`%A`), not one per task."""
+        return self.root / "submitit" / "%A"
+
+    def task_log(self, job_id: str, stream: str = "err") -> Path:
+        """A task's log as submitit names it: `submitit/<array>/<job id>_0_log.<out|err>`."""
+        array = job_id.split("_")[0]
+        return self.root / "submitit" / array / f"{job_id}_0_log.{stream}"
+
+    @property
+    def local_submitit(self) -> Path:
+        return self.root / "submitit" / "local"
+
+    @property
+    def compile_cache(self) -> Path:
+        return self.root / ".cache" / "jax"
+
+    # --- what aggregate and report write -------------------------------------------------------
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def ensemble(self) -> Path:
+        return self.root / "ensemble.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def report_files(self) -> Path:
+        return self.root / "report_files"
+
+    def report_file(self, name: str) -> Path:
+        return self.report_files / Path(name).name
+
+    def create(self, folder: Path | None = None) -> Path:
+        """Create the sweep folder, or one of its folders, refusing symlinks inside it."""
+        return fsio.ensure_dir(folder or self.root, self.root)

@@ -1,0 +1,228 @@
+"""The records a sweep keeps on disk, each with one reader and one writer.
+
+| record        | file                          | written by                    |
+|---------------|-------------------------------|-------------------------------|
+| SweepRecord   | sweep.json                    | launch (sweep.guard)          |
+| JobRecord     | jobs.jsonl, one line per job  | launch (execute.slurm)        |
+| RunState      | runs/<cell>/state.json        | the trainer, once per epoch   |
+| RunResult     | runs/<cell>/result.json       | the trainer or the job, last  |
+
+Reading validates shape and types: a file that is missing, half-written or of the wrong shape is
+a `DamagedRecord` naming the file and what is wrong, which callers turn into a warning and a
+skipped run — never a traceback. Unknown keys are ignored, so folders written by older versions
+of mnistsweep still read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mnistsweep import fsio
+from mnistsweep.errors import MnistsweepError
+
+JsonScalar = str | int | float | bool | None
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0)]
+RunStatus = Literal["completed", "diverged", "failed"]
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+class DamagedRecord(MnistsweepError):
+    """A record file that exists but cannot be used; the message names it and says why."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+
+# --- sweep.json ----------------------------------------------------------------------------------
+
+
+class SweepRecord(Record):
+    """What a sweep folder was filled from: aggregate, report and status read the axes here."""
+
+    name: str
+    axes: list[str]
+    fingerprint: str = ""
+    spec_path: str = ""
+    grid: list[dict[str, list[JsonScalar]]] = Field(default_factory=list)
+    train: dict[str, JsonScalar] = Field(default_factory=dict)
+    ensemble_top_k: Annotated[int, Field(ge=1)] = 4
+    cells: Count = 0
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _one_grid_or_several(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+
+# --- jobs.jsonl ----------------------------------------------------------------------------------
+
+
+class JobRecord(Record):
+    """One submitted job (an array task, or a plain job) and the cells it trains."""
+
+    job_id: Annotated[str, Field(pattern=r"^[0-9]+(_[0-9]+)?$")]
+    cells: list[str]
+    submitted: str
+
+
+# --- runs/<cell>/state.json -----------------------------------------------------------------------
+
+
+class RunState(Record):
+    """The resume point, rewritten at the end of every epoch (the epoch's commit point).
+
+    The checkpoint and best weights it names were written under new names first, so a kill
+    between writes cannot leave a checkpoint ahead of (or behind) the state that describes it.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    cell_id: str
+    epochs_done: Count = 0
+    best_val_loss: float = math.inf
+    best_epoch: Count | None = None
+    history: dict[str, list[float]] = Field(default_factory=dict)
+    resumed_at: list[Count] = Field(default_factory=list)
+    checkpoint: str | None = None
+    best_weights: str | None = None
+    diverged_at: Count | None = None
+
+
+# --- runs/<cell>/result.json ----------------------------------------------------------------------
+
+
+class RunMetrics(Record):
+    best_val_loss: float | None = None
+    best_epoch: Count | None = None
+    epochs_run: Count = 0
+    final_train_accuracy: float | None = None
+    test_accuracy: Fraction | None = None
+    test_loss: float | None = None
+    best_val_accuracy: Fraction | None = None
+
+
+class RunTiming(Record):
+    epoch_seconds: list[float] = Field(default_factory=list)
+    total_seconds: float | None = None
+    wall_seconds_this_attempt: float | None = None
+    finished: str | None = None
+
+
+class RunResult(Record):
+    """A run's outcome. `completed` carries test and validation accuracy; `failed` its error."""
+
+    status: RunStatus
+    cell_id: str
+    cell_name: str
+    axes: list[str] = Field(default_factory=list)
+    config: dict[str, JsonScalar]
+    metrics: RunMetrics = Field(default_factory=RunMetrics)
+    timing: RunTiming = Field(default_factory=RunTiming)
+    params: dict[str, int] | None = None
+    resumed_at_epochs: list[Count] = Field(default_factory=list)
+    diverged_at_epoch: Count | None = None
+    env: dict[str, Any] | None = None
+    error: str | None = None
+    error_tail: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _completed_has_scores(self) -> RunResult:
+        if self.status == "completed" and (
+            self.metrics.test_accuracy is None or self.metrics.best_val_accuracy is None
+        ):
+            raise ValueError("a completed run without test_accuracy and best_val_accuracy")
+        return self
+
+    @property
+    def is_final(self) -> bool:
+        """Completed or diverged: relaunching the sweep does not train it again."""
+        return self.status in ("completed", "diverged")
+
+
+# --- reading and writing --------------------------------------------------------------------------
+
+R = TypeVar("R", bound=Record)
+
+
+def describe(error: ValidationError) -> str:
+    """pydantic's first complaint as `key.path: message` on one line."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"
+
+
+def parse(kind: type[R], content: Any, origin: Path) -> R:
+    try:
+        return kind.model_validate(content)
+    except ValidationError as error:
+        raise DamagedRecord(f"{origin}: {describe(error)}") from None
+
+
+def read(kind: type[R], path: Path) -> R | None:
+    """The record in `path`, None when there is no such file; DamagedRecord when unusable."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    text = fsio.read_text(path, MAX_RECORD_BYTES)
+    if text is None:
+        raise DamagedRecord(f"{path}: unreadable (a link, a folder, or too large)")
+    try:
+        content = json.loads(text)
+    except ValueError as error:
+        raise DamagedRecord(f"{path}: not JSON ({error})") from None
+    return parse(kind, content, path)
+
+
+def write(path: Path, record: Record) -> Path:
+    """The one writer of every record: validated on the way out, atomic."""
+    return fsio.write_json(path, record.model_dump(mode="json"))
+
+
+def read_jobs(path: Path) -> tuple[list[JobRecord], list[str]]:
+    """Every valid line of jobs.jsonl, and a problem for each line that is not one (a half-written
+    last line from a killed launch is one of those)."""
+    text = fsio.read_text(path, MAX_RECORD_BYTES)
+    if text is None:
+        return [], ([f"{path}: unreadable"] if path.exists() else [])
+    jobs, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            jobs.append(parse(JobRecord, json.loads(line), path))
+        except (ValueError, DamagedRecord) as error:
+            detail = str(error).removeprefix(f"{path}: ")
+            problems.append(f"{path}: line {number}: {detail} (ignored)")
+    return jobs, problems
+
+
+def append_job(path: Path, job: JobRecord) -> None:
+    fsio.append_line(path, job.model_dump_json())
+
+
+def job_owners(jobs: list[JobRecord]) -> dict[str, str]:
+    """cell id -> the latest job that was given that cell."""
+    return {cell_id: job.job_id for job in jobs for cell_id in job.cells}
+
+
+def iter_results(paths: list[Path]) -> Iterator[tuple[Path, RunResult | None, str | None]]:
+    """(path, result or None, problem or None) for each path: the loop every reader shares."""
+    for path in paths:
+        try:
+            yield path, read(RunResult, path), None
+        except DamagedRecord as error:
+            yield path, None, str(error)
