@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mnistsweep.execute import plan as planning
-from mnistsweep.execute import slurm
+from mnistsweep.execute import scheduler, slurm
 from mnistsweep.execute.job import run_dir
 from mnistsweep.sweep.rundir import RunFiles, read_json
 from mnistsweep.sweep.spec import load_spec
@@ -80,9 +80,9 @@ def sacct_tasks(array_id: str) -> dict[str, str]:
     """Poll sacct until its records settle (it lags the jobs by a few seconds)."""
     deadline = time.time() + 30
     while True:
-        states = slurm.sacct_states([f"{array_id}_0"])
+        states = scheduler.sacct_states([f"{array_id}_0"])
         if (
-            states and all(s in slurm.ENDED_STATES for s in states.values())
+            states and all(s in scheduler.ENDED_STATES for s in states.values())
         ) or time.time() > deadline:
             return states
         time.sleep(1)
@@ -196,7 +196,7 @@ def test_requeued_job_resumes_from_a_later_epoch(cluster, tmp_path, mnist_dir):
         240,
         "two epochs before the requeue",
     )
-    job_id = slurm.read_jobs(sweep_dir)[cell.id]
+    job_id = scheduler.read_jobs(sweep_dir)[cell.id]
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     wait_for(lambda: files.status() is not None, 400, "the requeued job to finish")
 
@@ -232,9 +232,9 @@ def test_status_and_cancel_against_pending_jobs(cluster, tmp_path, mnist_dir, mo
     wait_for(pending, 30, "status to show the pending array")
     cancelled = cli(tmp_path, mnist_dir, "cancel", str(sweep_dir))
     assert cancelled.returncode == 0 and "cancelled 1 job(s)" in cancelled.stdout
-    array_id = next(iter(slurm.read_jobs(sweep_dir).values())).split("_")[0]
+    array_id = next(iter(scheduler.read_jobs(sweep_dir).values())).split("_")[0]
     wait_for(
-        lambda: set(slurm.sacct_states([f"{array_id}_0"]).values()) == {"CANCELLED"},
+        lambda: set(scheduler.sacct_states([f"{array_id}_0"]).values()) == {"CANCELLED"},
         30,
         "sacct to show the cancellation",
     )
@@ -250,7 +250,7 @@ def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, mon
         slurm={"additional": {"begin": "now+600"}},
     )
     plan = planning.plan_launch(load_spec(spec_path), tmp_path / "out", "slurm")
-    monkeypatch.setattr(slurm, "max_array_size", lambda: 3)
+    monkeypatch.setattr(scheduler, "max_array_size", lambda: 3)
     try:
         jobs = slurm.submit(plan, mnist_dir)
         arrays = slurm.array_ids(jobs)
@@ -258,11 +258,11 @@ def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, mon
         assert per_array == [3, 3, 1]  # no index reaches MaxArraySize
         assert max(int(job.job_id.partition("_")[2] or 0) for job in jobs) == 2
     finally:
-        slurm.cancel(plan.sweep_dir)
+        scheduler.cancel(plan.sweep_dir)
 
 
 def test_real_max_array_size_is_read_from_the_cluster(cluster):
-    size = slurm.max_array_size()
+    size = scheduler.max_array_size()
     assert isinstance(size, int) and size >= 1
 
 

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         if cell.id in plan.retried:
             planning.archive_failure(plan, cell)
     if plan.backend == "slurm":
-        from mnistsweep.execute import slurm
+        from mnistsweep.execute import scheduler, slurm
 
         jobs = slurm.submit(plan, args.data_dir)
         arrays = slurm.array_ids(jobs)
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             "interrupted: the jobs go on; follow them with `python -m mnistsweep status "
             f"{plan.sweep_dir}` or stop them with `python -m mnistsweep cancel {plan.sweep_dir}`"
         )
-        slurm.wait(jobs, progress_bar(plan))
+        scheduler.wait(jobs, progress_bar(plan))
     else:
         planning.run_local(plan, args.data_dir, progress_bar(plan))
     return report_outcome(plan, args.data_dir)

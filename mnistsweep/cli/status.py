@@ -17,11 +17,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from mnistsweep.execute import slurm
+    from mnistsweep.execute import scheduler
     from mnistsweep.sweep import guard
 
     record = guard.read_record(args.sweep_dir)
-    counts = slurm.cell_states(args.sweep_dir)
+    counts = scheduler.cell_states(args.sweep_dir)
     console.print(
         f"sweep {record.name}: " + ", ".join(f"{n} {state}" for state, n in counts.totals.items()),
         markup=False,
@@ -32,10 +32,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from mnistsweep.execute import slurm
+    from mnistsweep.execute import scheduler
     from mnistsweep.sweep import guard
 
     guard.read_record(args.sweep_dir)
-    cancelled = slurm.cancel(args.sweep_dir)
+    cancelled = scheduler.cancel(args.sweep_dir)
     console.print(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
     return 0
