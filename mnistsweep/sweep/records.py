@@ -199,7 +199,7 @@ def read_jobs(path: Path) -> tuple[list[JobRecord], list[str]]:
     if text is None:
         return [], ([f"{path}: unreadable"] if path.exists() else [])
     jobs, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON Lines
         if not line.strip():
             continue
         try:
