@@ -2,8 +2,8 @@
 
 Results of different specs are never mixed: a sweep folder remembers the fingerprint of the grid
 and train settings that filled it, and a launch with a different one is refused. The guard fails
-closed: when the record is damaged or missing beside existing runs, it refuses unless every run
-folder belongs to the spec being launched.
+closed: when the record is damaged or missing beside existing runs, it refuses unless the copy of
+the spec kept beside them (spec.yaml) is the spec being launched.
 """
 
 from __future__ import annotations
@@ -26,39 +26,32 @@ def check_same_spec(layout: SweepLayout, spec: Spec) -> None:
     try:
         record = records.read(records.SweepRecord, layout.record)
     except records.DamagedRecord as damaged:
-        record = None
-        foreign = foreign_runs(layout, spec)
-        if foreign:
+        record, problem = None, f"{damaged}"
+    else:
+        problem = f"{layout.record}: missing"
+    if record is not None:
+        if record.fingerprint != spec.results_fingerprint():
             raise MnistsweepError(
-                f"{damaged}; cannot tell which spec filled {layout.root}, and {len(foreign)} run "
-                f"folder(s) there (e.g. {foreign[0]}) are not cells of {spec.path}: restore "
-                "sweep.json or give the spec a new name"
-            ) from None
-    if record is None:
-        foreign = foreign_runs(layout, spec)
-        if foreign:
-            raise MnistsweepError(
-                f"{spec.path}: {layout.root} holds {len(foreign)} run folder(s) that are not "
-                f"cells of this spec (e.g. {foreign[0]}) and no sweep.json; give the spec a new "
-                "name: results of different specs are never mixed"
+                f"{spec.path}: grid/train differ from the spec that filled {layout.root} "
+                f"(launched from {record.spec_path}); give the changed spec a new name: "
+                "results of different specs are never mixed"
             )
         return
-    if record.fingerprint != spec.results_fingerprint():
+    runs = layout.run_folders()
+    if runs and kept_fingerprint(layout) != spec.results_fingerprint():
         raise MnistsweepError(
-            f"{spec.path}: grid/train differ from the spec that filled {layout.root} "
-            f"(launched from {record.spec_path}); give the changed spec a new name: "
-            "results of different specs are never mixed"
+            f"{problem}, and the {len(runs)} run folder(s) there cannot be shown to come from "
+            f"{spec.path}: restore sweep.json or give the spec a new name (results of different "
+            "specs are never mixed)"
         )
 
 
-def foreign_runs(layout: SweepLayout, spec: Spec) -> list[str]:
-    """Run folders whose id (after the last `--`) is not a cell of `spec`."""
-    ids = {cell.id for cell in spec.cells()}
-    return [
-        run.root.name
-        for run in layout.run_folders()
-        if run.root.name.rsplit("--", 1)[-1] not in ids
-    ]
+def kept_fingerprint(layout: SweepLayout) -> str | None:
+    """The fingerprint of the spec copy kept beside the runs, if it is intact."""
+    try:
+        return load_spec(layout.spec_copy, allow_large=True).results_fingerprint()
+    except MnistsweepError:
+        return None
 
 
 def record_spec(layout: SweepLayout, spec: Spec) -> None:
