@@ -1,4 +1,4 @@
-"""Top-k ensemble on synthetic run folders: chosen on validation, scored by hand-checkable sums."""
+"""Ensemble selection on synthetic run folders: chosen on validation, scored by hand sums."""
 
 import json
 import math
@@ -7,9 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from mnistsweep import metrics
 from mnistsweep.analysis import ensemble, runs
-from mnistsweep.sweep.rundir import write_json_atomic
+from mnistsweep.sweep import records
+from mnistsweep.sweep.layout import SweepLayout
 
 # Four training labels (the last two are the validation split) and three test labels.
 LABELS = ensemble.Labels(train=np.array([5, 5, 0, 1]), test=np.array([0, 1, 2]))
@@ -22,39 +26,48 @@ def probabilities(rows: list[list[float]]) -> np.ndarray:
     return padded
 
 
-def write_run(
+def write_result(
     sweep_dir: Path,
     name: str,
-    val: list[list[float]] | None,
-    test: list[list[float]] | None,
     *,
     val_accuracy: float,
     test_accuracy: float,
     arch: str = "mlp",
     status: str = "completed",
+    val_loss: float = 0.1,
 ) -> Path:
-    root = sweep_dir / "runs" / name
-    write_json_atomic(
-        root / "result.json",
-        {
-            "status": status,
-            "cell_id": name,
-            "cell_name": name,
-            "config": {"arch": arch, "seed": 0},
-            "metrics": {
-                "test_accuracy": test_accuracy,
-                "best_val_accuracy": val_accuracy,
-                "best_val_loss": 0.1,
-                "test_loss": 0.1,
-                "best_epoch": 0,
-                "epochs_run": 1,
-            },
-            "timing": {"total_seconds": 1.0},
-        },
+    run = SweepLayout(sweep_dir).run_named(name)
+    result = records.RunResult(
+        status=status,  # type: ignore[arg-type]
+        cell_id=name,
+        cell_name=name,
+        config={"arch": arch, "seed": 0},
+        metrics=records.RunMetrics(
+            test_accuracy=test_accuracy,
+            best_val_accuracy=val_accuracy,
+            best_val_loss=val_loss,
+            test_loss=0.1,
+            best_epoch=0,
+            epochs_run=1,
+        ),
     )
+    records.write(run.result, result)
+    return run.root
+
+
+def write_run(
+    sweep_dir: Path,
+    name: str,
+    val: np.ndarray | list[list[float]] | None,
+    test: np.ndarray | list[list[float]] | None,
+    **result: float | str,
+) -> Path:
+    root = write_result(sweep_dir, name, **result)  # type: ignore[arg-type]
     if val is not None and test is not None:
-        np.save(root / "probs_val.npy", probabilities(val))
-        np.save(root / "probs_test.npy", probabilities(test))
+        val_array = val if isinstance(val, np.ndarray) else probabilities(val)
+        test_array = test if isinstance(test, np.ndarray) else probabilities(test)
+        np.save(root / "probs_val.npy", val_array)
+        np.save(root / "probs_test.npy", test_array)
     return root
 
 
@@ -68,16 +81,24 @@ def runs_of(sweep_dir: Path) -> pd.DataFrame:
     return runs.load_runs(sweep_dir).frame
 
 
+def find(sweep_dir: Path, top_k: int = 4, labels: ensemble.Labels = LABELS):
+    found = ensemble.find_ensembles(runs_of(sweep_dir), labels, top_k)
+    assert found is not None
+    return found
+
+
 def test_members_are_chosen_on_validation_never_on_test(tmp_path):
     write_run(tmp_path, "val-best", RIGHT_VAL, WRONG_TEST, val_accuracy=0.99, test_accuracy=0.0)
     write_run(tmp_path, "test-best", WRONG_VAL, RIGHT_TEST, val_accuracy=0.5, test_accuracy=1.0)
-    chosen = ensemble.build(runs_of(tmp_path), 1, LABELS)
-    assert [member.cell_name for member in chosen.members] == ["val-best"]
-    assert chosen.final["test_accuracy"] == 0.0  # the honest score of the honest choice
-    assert chosen.final["val_accuracy"] == 1.0
+    found = find(tmp_path, top_k=1)
+    assert [member.cell_name for member in found.best_single.members] == ["val-best"]
+    assert [member.cell_name for member in found.headline.members] == ["val-best"]
+    assert found.headline.test_accuracy == 0.0  # the honest score of the honest choice
+    assert found.headline.val_accuracy == 1.0
+    assert not found.helps and found.headline.method == "single"
 
 
-def test_accuracy_and_loss_match_a_hand_computation(tmp_path):
+def test_top_k_scores_match_a_hand_computation(tmp_path):
     first_val = [[0.6, 0.4, 0.0], [0.2, 0.7, 0.1]]
     first_test = [[0.5, 0.3, 0.2], [0.6, 0.4, 0.0], [0.0, 0.0, 1.0]]
     second_val = [[0.2, 0.8, 0.0], [0.0, 0.9, 0.1]]
@@ -85,64 +106,226 @@ def test_accuracy_and_loss_match_a_hand_computation(tmp_path):
     write_run(tmp_path, "a", first_val, first_test, val_accuracy=1.0, test_accuracy=2 / 3)
     write_run(tmp_path, "b", second_val, second_test, val_accuracy=0.5, test_accuracy=2 / 3)
     write_run(tmp_path, "c", WRONG_VAL, WRONG_TEST, val_accuracy=0.1, test_accuracy=0.0)
-    chosen = ensemble.build(runs_of(tmp_path), 2, LABELS)
-
+    top = find(tmp_path, top_k=2).top_k
+    assert top is not None and [member.cell_name for member in top.members] == ["a", "b"]
     # Means of a and b on the test set: [.35 .4 .25] → 1 (label 0: wrong),
     # [.3 .7 0] → 1 (label 1: right), [.05 .05 .9] → 2 (label 2: right).
-    assert chosen.final["test_accuracy"] == pytest.approx(2 / 3)
+    assert top.test_accuracy == pytest.approx(2 / 3)
     expected_loss = -(math.log(0.35) + math.log(0.7) + math.log(0.9)) / 3
-    assert chosen.final["test_loss"] == pytest.approx(expected_loss, rel=1e-6)
+    assert top.test_loss == pytest.approx(expected_loss, rel=1e-6)
     # Validation means [.4 .6 0] → 1 (label 0: wrong), [.1 .8 .1] → 1 (label 1: right).
-    assert chosen.final["val_accuracy"] == pytest.approx(0.5)
-    np.testing.assert_allclose(chosen.test_probabilities[0, :3], [0.35, 0.4, 0.25], rtol=1e-6)
-    # k = 1 is run a alone: test predictions 0 (right), 0 (wrong), 2 (right).
-    assert list(chosen.curve["k"]) == [1, 2]
-    assert chosen.curve["test_accuracy"].iloc[0] == pytest.approx(2 / 3)
+    assert top.val_accuracy == pytest.approx(0.5)
+    np.testing.assert_allclose(top.test_probabilities[0, :3], [0.35, 0.4, 0.25], rtol=1e-6)
+
+
+def test_the_top_k_curve_has_one_point_per_k(tmp_path):
+    write_run(tmp_path, "a", RIGHT_VAL, RIGHT_TEST, val_accuracy=1.0, test_accuracy=1.0)
+    write_run(tmp_path, "b", WRONG_VAL, WRONG_TEST, val_accuracy=0.0, test_accuracy=0.0)
+    curve = find(tmp_path, top_k=5).top_k_curve
+    assert list(curve["k"]) == [1, 2]
+    assert curve["test_accuracy"].iloc[0] == 1.0
+
+
+def test_greedy_adds_a_run_that_lowers_validation_loss_and_reports_weights(tmp_path):
+    # Each run is sure of one validation image and unsure of the other: together they are right
+    # on both with a lower loss than either alone.
+    write_run(
+        tmp_path,
+        "a",
+        [[0.9, 0.1, 0.0], [0.5, 0.4, 0.1]],
+        RIGHT_TEST,
+        val_accuracy=0.5,
+        test_accuracy=1.0,
+        val_loss=0.5,
+    )
+    write_run(
+        tmp_path,
+        "b",
+        [[0.4, 0.5, 0.1], [0.1, 0.9, 0.0]],
+        RIGHT_TEST,
+        val_accuracy=0.5,
+        test_accuracy=1.0,
+        val_loss=0.6,
+    )
+    found = find(tmp_path)
+    assert found.best_single.members[0].cell_name == "a"  # ties on accuracy: the lower loss
+    assert found.helps and found.headline.method == "greedy"
+    assert found.headline.val_accuracy == 1.0 > found.best_single.val_accuracy
+    assert sorted(member.cell_name for member in found.headline.members) == ["a", "b"]
+    assert all(member.weight >= 1 for member in found.headline.members)
+    curve = found.greedy_curve
+    assert list(curve.columns) == [
+        "step",
+        "size",
+        "val_accuracy",
+        "val_loss",
+        "test_accuracy",
+        "test_loss",
+    ]
+    assert list(curve["step"]) == list(range(1, len(curve) + 1))
+
+
+def test_candidate_losses_equal_metrics_cross_entropy():
+    generator = np.random.default_rng(0)
+    picked = generator.uniform(0, 1, size=(5, 7))
+    full = np.zeros((7, 10))
+    full[:, 0] = picked.mean(axis=0)
+    expected = metrics.cross_entropy(full, np.zeros(7, dtype=int))
+    assert ensemble._loss(picked.mean(axis=0)[None, :])[0] == pytest.approx(expected)
 
 
 def test_a_probability_of_zero_on_the_truth_is_clipped_at_1e7(tmp_path):
     write_run(tmp_path, "a", RIGHT_VAL, WRONG_TEST, val_accuracy=1.0, test_accuracy=0.0)
-    chosen = ensemble.build(runs_of(tmp_path), 1, LABELS)
-    assert chosen.final["test_loss"] == pytest.approx(-math.log(1e-7))
+    assert find(tmp_path).headline.test_loss == pytest.approx(-math.log(1e-7))
 
 
-def test_runs_without_probabilities_are_skipped_and_the_next_one_takes_their_place(tmp_path):
+def test_runs_without_probabilities_are_skipped_and_named(tmp_path):
     write_run(tmp_path, "no-files", None, None, val_accuracy=0.99, test_accuracy=0.9)
     write_run(tmp_path, "second", RIGHT_VAL, RIGHT_TEST, val_accuracy=0.9, test_accuracy=1.0)
     write_run(tmp_path, "third", WRONG_VAL, WRONG_TEST, val_accuracy=0.8, test_accuracy=0.0)
     write_run(tmp_path, "failed", None, None, val_accuracy=1.0, test_accuracy=1.0, status="failed")
-    chosen = ensemble.build(runs_of(tmp_path), 5, LABELS)
-    assert [member.cell_name for member in chosen.members] == ["second", "third"]
-    assert any("no-files" in problem for problem in chosen.problems)
+    bad = write_run(tmp_path, "bad-shape", None, None, val_accuracy=0.95, test_accuracy=0.9)
+    np.save(bad / "probs_val.npy", np.zeros((2, 3)))
+    np.save(bad / "probs_test.npy", np.zeros((3, 10)))
+    found = find(tmp_path, top_k=5)
+    assert found.top_k is not None
+    assert [member.cell_name for member in found.top_k.members] == ["second", "third"]
+    assert found.best_single.members[0].cell_name == "second"
+    assert any("no-files" in problem for problem in found.problems)
+    assert any("bad-shape" in problem and "shape" in problem for problem in found.problems)
 
 
 def test_no_usable_run_gives_none(tmp_path):
     write_run(tmp_path, "no-files", None, None, val_accuracy=0.99, test_accuracy=0.9)
-    assert ensemble.build(runs_of(tmp_path), 3, LABELS) is None
+    assert ensemble.find_ensembles(runs_of(tmp_path), LABELS, 3) is None
+    assert ensemble.find_ensembles(pd.DataFrame(), LABELS, 3) is None
 
 
-def test_best_per_architecture_picks_k_on_validation(tmp_path):
+def test_per_architecture_headlines(tmp_path):
     write_run(tmp_path, "mlp-a", RIGHT_VAL, RIGHT_TEST, val_accuracy=1.0, test_accuracy=1.0)
     write_run(tmp_path, "mlp-b", WRONG_VAL, WRONG_TEST, val_accuracy=0.0, test_accuracy=0.0)
     write_run(
         tmp_path, "lin", RIGHT_VAL, WRONG_TEST, val_accuracy=1.0, test_accuracy=0, arch="linear"
     )
-    best = ensemble.best_per_architecture(runs_of(tmp_path), 2, LABELS)
-    assert best["mlp"]["k"] == 1 and best["mlp"]["members"] == ["mlp-a"]
-    assert best["mlp"]["test_accuracy"] == 1.0
-    assert best["linear"]["k"] == 1 and best["linear"]["test_accuracy"] == 0.0
+    per_arch = find(tmp_path).per_architecture
+    assert per_arch["mlp"]["members"] == ["mlp-a"] and per_arch["mlp"]["test_accuracy"] == 1.0
+    assert per_arch["linear"]["members"] == ["lin"] and per_arch["linear"]["test_accuracy"] == 0.0
+
+
+def test_the_library_is_capped_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(ensemble, "LIBRARY_SIZE", 2)
+    monkeypatch.setattr(ensemble, "PER_ARCHITECTURE", 1)
+    for index in range(4):
+        write_run(
+            tmp_path,
+            f"mlp-{index}",
+            RIGHT_VAL,
+            RIGHT_TEST,
+            val_accuracy=0.9 - index / 10,
+            test_accuracy=1.0,
+        )
+    write_run(
+        tmp_path, "lin", RIGHT_VAL, RIGHT_TEST, val_accuracy=0.1, test_accuracy=1.0, arch="linear"
+    )
+    found = find(tmp_path)
+    assert found.library_size == 3  # the best 2, and linear's best
+    assert any("best 3 of 5" in problem for problem in found.problems)
+    assert "linear" in found.per_architecture
 
 
 def test_summary_is_written_as_ensemble_json(tmp_path):
     write_run(tmp_path, "a", RIGHT_VAL, RIGHT_TEST, val_accuracy=1.0, test_accuracy=1.0)
-    chosen = ensemble.build(runs_of(tmp_path), 4, LABELS)
-    path = ensemble.write(tmp_path, ensemble.summary(chosen, 4, {}))
+    found = find(tmp_path, top_k=4)
+    path = ensemble.write(tmp_path, found)
+    assert path == SweepLayout(tmp_path).ensemble
     content = json.loads(path.read_text())
-    assert content["requested_top_k"] == 4 and content["k"] == 1
+    assert content["method"] == "single" and content["helps"] is False
     assert content["test_accuracy"] == 1.0 and content["members"][0]["cell_name"] == "a"
-    assert content["curve"][0]["k"] == 1
+    assert content["requested_top_k"] == 4 and content["top_k_curve"][0]["k"] == 1
+    assert content["greedy_curve"][0]["step"] == 1
+    assert content["best_single"]["val_accuracy"] == 1.0
 
 
 def test_a_top_k_below_one_is_refused(tmp_path):
     with pytest.raises(ValueError, match="top_k"):
-        ensemble.build(runs_of(tmp_path), 0, LABELS)
+        ensemble.find_ensembles(runs_of(tmp_path), LABELS, 0)
+
+
+# --- properties over synthetic libraries -----------------------------------------------------
+
+VAL_SIZE, TEST_SIZE = 40, 30
+
+
+def random_library(sweep_dir: Path, seed: int, count: int, labels: ensemble.Labels) -> None:
+    """`count` runs of varied skill; the recorded validation accuracy is the true one."""
+    generator = np.random.default_rng(seed)
+    val_labels = labels.validation(VAL_SIZE)
+    for index in range(count):
+        skill = generator.uniform(0, 4)
+        val = noisy(val_labels, skill, generator)
+        test = noisy(labels.test, skill, generator)
+        write_run(
+            sweep_dir,
+            f"run-{index}",
+            val,
+            test,
+            val_accuracy=metrics.accuracy(val, val_labels),
+            test_accuracy=metrics.accuracy(test, labels.test),
+            val_loss=metrics.cross_entropy(val, val_labels),
+            arch=["mlp", "linear"][index % 2],
+        )
+
+
+def noisy(labels: np.ndarray, skill: float, generator: np.random.Generator) -> np.ndarray:
+    logits = generator.normal(size=(len(labels), 10))
+    logits[np.arange(len(labels)), labels] += skill
+    exponentials = np.exp(logits)
+    return (exponentials / exponentials.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def random_labels(seed: int) -> ensemble.Labels:
+    generator = np.random.default_rng(seed + 1000)
+    return ensemble.Labels(
+        train=generator.integers(0, 10, 60), test=generator.integers(0, 10, TEST_SIZE)
+    )
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 10_000), count=st.integers(1, 8))
+def test_the_headline_is_never_worse_on_validation_than_the_best_single(
+    tmp_path_factory, seed, count
+):
+    sweep_dir = tmp_path_factory.mktemp("library")
+    labels = random_labels(seed)
+    random_library(sweep_dir, seed, count, labels)
+    found = find(sweep_dir, labels=labels)
+    assert found.headline.val_accuracy >= found.best_single.val_accuracy
+    if found.helps:
+        assert found.headline.size > 1
+    else:
+        assert found.headline is found.best_single
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 10_000), count=st.integers(2, 8), shuffle_seed=st.integers(0, 99))
+def test_shuffling_test_labels_never_changes_the_members(
+    tmp_path_factory, seed, count, shuffle_seed
+):
+    sweep_dir = tmp_path_factory.mktemp("library")
+    labels = random_labels(seed)
+    random_library(sweep_dir, seed, count, labels)
+    shuffled_test = np.random.default_rng(shuffle_seed).permutation(labels.test)
+    shuffled = ensemble.Labels(train=labels.train, test=shuffled_test)
+    original, other = find(sweep_dir, labels=labels), find(sweep_dir, labels=shuffled)
+
+    def chosen(found: ensemble.EnsembleFindings) -> list[tuple[str, int]]:
+        return [(member.cell_name, member.weight) for member in found.headline.members]
+
+    assert chosen(original) == chosen(other)
+    assert original.greedy is not None and other.greedy is not None
+    assert original.greedy.members == other.greedy.members
+    assert original.headline.val_accuracy == other.headline.val_accuracy

@@ -1,13 +1,28 @@
-"""Top-k ensemble: the k runs with the best validation accuracy, their class probabilities averaged.
+"""Ensembles of a sweep's runs, chosen on validation only: greedy selection, top-k, best single.
 
-Runs are ranked on validation accuracy and never on test accuracy: the test set only scores the
-choice. Probabilities are streamed, one run's arrays at a time, into a running sum, so an ensemble
-over thousands of runs needs the memory of one. The validation split is the last share of the
-60,000 training images, the same for every run, so validation probabilities align row by row.
+Greedy forward selection with replacement (Caruana et al. 2004, "Ensemble selection from
+libraries of models"): start from the best single run by validation accuracy, then repeatedly add
+(with replacement) the library run whose addition gives the lowest validation cross-entropy of
+the averaged probabilities. Stop after `PATIENCE` additions without improvement (or `MAX_STEPS`);
+the ensemble is the prefix with the lowest validation loss, so its size is chosen on validation.
+
+Why loss and not accuracy: on 6,000 validation images accuracy moves in steps of 1/6000, so most
+candidate additions tie and the choice falls to tie-breaking; loss is smooth and separates them.
+The headline is the greedy ensemble only when it beats the best single run on validation accuracy
+(equal accuracy: lower loss); otherwise it is that single run, and `helps` is False.
+
+The test set never chooses anything: test labels only score choices already made.
+
+Memory: the library is the best `LIBRARY_SIZE` completed runs by validation accuracy plus the best
+`PER_ARCHITECTURE` of each architecture (a note in `problems` says so when runs are left out).
+Only their validation probabilities are held (6,000 x 10 float32 = 240 kB a run, 48 MB for 200);
+test probabilities are memory-mapped and read only for the members chosen. The validation split is
+the last share of the 60,000 training images for every run, so validation rows align from the end.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +30,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnistsweep.sweep.rundir import RunFiles, write_json_atomic
+from mnistsweep import fsio
+from mnistsweep.metrics import PROBABILITY_FLOOR, accuracy, cross_entropy
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
 RANKING = ["best_val_accuracy", "best_val_loss", "run_dir"]  # ties: lower loss, then the name
-EPSILON = 1e-7  # Keras clips probabilities here before taking the log
+LIBRARY_SIZE = 200
+PER_ARCHITECTURE = 10
+MAX_STEPS = 40
+PATIENCE = 5
+CLASSES = 10
 MAX_PROBLEMS_SHOWN = 5
-FILENAME = "ensemble.json"
+SELECTION = (
+    "greedy forward selection with replacement on validation cross-entropy (Caruana et al. 2004),"
+    " size chosen on validation; headline: the greedy ensemble if it beats the best single run on"
+    " validation accuracy (ties: lower loss), else that run. The test set chooses nothing."
+)
 
 
 @dataclass(frozen=True)
@@ -39,192 +64,332 @@ class Member:
     run_dir: str
     cell_name: str
     arch: str
+    weight: int  # times chosen (greedy, with replacement); 1 for top-k and single
     best_val_accuracy: float
     test_accuracy: float
 
 
 @dataclass
-class Ensemble:
-    """Members in rank order; `curve` row k-1 is the ensemble of the first k members."""
-
+class EnsembleChoice:
+    method: str  # "greedy" | "top-k" | "single"
     members: list[Member]
-    curve: pd.DataFrame  # k, val_accuracy, val_loss, test_accuracy, test_loss
-    test_probabilities: np.ndarray  # averaged over all members
-    problems: list[str] = field(default_factory=list)
+    val_accuracy: float
+    val_loss: float
+    test_accuracy: float
+    test_loss: float
+    test_probabilities: np.ndarray  # (10000, 10), the weighted mean of the members'
+    val_probabilities: np.ndarray
 
     @property
-    def k(self) -> int:
+    def size(self) -> int:
+        """Distinct members."""
         return len(self.members)
 
-    @property
-    def final(self) -> dict[str, float]:
-        return {key: float(value) for key, value in self.curve.iloc[-1].items() if key != "k"}
+    def scores(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "size": self.size,
+            "val_accuracy": self.val_accuracy,
+            "val_loss": self.val_loss,
+            "test_accuracy": self.test_accuracy,
+            "test_loss": self.test_loss,
+        }
 
-    def best_by_validation(self) -> dict[str, float]:
-        """The k with the best ensemble validation accuracy (lower loss, then smaller k on ties)."""
-        order = self.curve.sort_values(
-            ["val_accuracy", "val_loss", "k"], ascending=[False, True, True]
+
+@dataclass
+class EnsembleFindings:
+    headline: EnsembleChoice  # never worse on validation than `best_single`
+    best_single: EnsembleChoice
+    greedy: EnsembleChoice | None
+    greedy_curve: pd.DataFrame  # step, size, val_accuracy, val_loss, test_accuracy, test_loss
+    top_k: EnsembleChoice | None
+    top_k_curve: pd.DataFrame  # k, val_accuracy, val_loss, test_accuracy, test_loss
+    per_architecture: dict[str, dict[str, Any]]
+    helps: bool  # the headline is an ensemble that beats best_single on validation
+    problems: list[str] = field(default_factory=list)
+    requested_top_k: int = 0
+    library_size: int = 0
+
+
+# --- the library -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Library:
+    """Candidate runs in rank order, their validation probabilities stacked, test ones mapped."""
+
+    rows: list[pd.Series]
+    val: np.ndarray  # (runs, n_val, 10) float32, the common validation tail
+    test: list[np.ndarray]  # memory-mapped (10000, 10) each
+    labels: Labels
+
+    def __post_init__(self) -> None:
+        val_labels = self.labels.validation(self.val.shape[1])
+        self.picked = self.val[:, np.arange(len(val_labels)), val_labels]  # p(true class)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def choice(self, method: str, sequence: list[int]) -> EnsembleChoice:
+        """The ensemble that averages the runs of `sequence` (an index may repeat)."""
+        running = _Running(self)
+        for index in sequence:
+            running.add(index)
+        return running.choice(method)
+
+
+class _Running:
+    """Running sums of the chosen runs' probabilities: one addition costs one run's arrays."""
+
+    def __init__(self, library: _Library):
+        self.library = library
+        self.weights: Counter[int] = Counter()
+        self.val = np.zeros(library.val.shape[1:], dtype=np.float64)
+        self.test = np.zeros((len(library.labels.test), CLASSES), dtype=np.float64)
+        self.val_labels = library.labels.validation(library.val.shape[1])
+
+    def add(self, index: int) -> None:
+        self.weights[index] += 1
+        self.val += self.library.val[index]
+        self.test += self.library.test[index]
+
+    def scores(self) -> dict[str, float]:
+        steps = self.weights.total()
+        val, test = self.val / steps, self.test / steps
+        return {
+            "val_accuracy": accuracy(val, self.val_labels),
+            "val_loss": cross_entropy(val, self.val_labels),
+            "test_accuracy": accuracy(test, self.library.labels.test),
+            "test_loss": cross_entropy(test, self.library.labels.test),
+        }
+
+    def choice(self, method: str) -> EnsembleChoice:
+        steps = self.weights.total()
+        rows = self.library.rows
+        return EnsembleChoice(
+            method=method,
+            members=[_member(rows[index], count) for index, count in self.weights.items()],
+            **self.scores(),
+            test_probabilities=(self.test / steps).astype(np.float32),
+            val_probabilities=(self.val / steps).astype(np.float32),
         )
-        return {key: float(value) for key, value in order.iloc[0].items()}
-
-
-def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(probabilities, axis=1) == labels))
-
-
-def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Keras's categorical cross-entropy: clip at 1e-7 so a confident mistake stays finite."""
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1.0)
-    return float(-np.mean(np.log(picked)))
 
 
 def rank_by_validation(runs: pd.DataFrame) -> pd.DataFrame:
     """Completed runs, best validation accuracy first. Test accuracy plays no part."""
-    done = runs[runs["status"] == "completed"] if len(runs) else runs
-    if done.empty:
-        return done
-    ascending = [False, True, True]
-    return done.sort_values(RANKING, ascending=ascending, na_position="last")
+    if runs.empty or "status" not in runs.columns:
+        return runs.iloc[0:0]
+    done = runs[runs["status"] == "completed"]
+    present = [column for column in RANKING if column in done.columns]
+    return done.sort_values(present, ascending=[False, True, True][: len(present)])
 
 
-def build(runs: pd.DataFrame, top_k: int, labels: Labels) -> Ensemble | None:
-    """The top-k ensemble of the completed runs, with its curve for k = 1..top_k.
-
-    Runs whose probability files are missing or malformed are skipped (and named in
-    `problems`); the next run in rank order takes their place. None when no run is usable.
-    """
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    accumulator, skipped = _Accumulator(labels), []
-    for _, row in rank_by_validation(runs).iterrows():
-        probabilities = _load_probabilities(Path(row["run_dir"]), labels)
-        if isinstance(probabilities, str):
-            skipped.append(f"{Path(row['run_dir']).name}: {probabilities} (skipped)")
-            continue
-        accumulator.add(_member(row), *probabilities)
-        if accumulator.count == top_k:
-            break
-    shown = skipped[:MAX_PROBLEMS_SHOWN]
-    more = len(skipped) - len(shown)
-    accumulator.problems[:0] = shown + ([f"... and {more} more runs skipped"] if more else [])
-    return accumulator.result()
-
-
-def best_per_architecture(runs: pd.DataFrame, top_k: int, labels: Labels) -> dict[str, dict]:
-    """For each architecture, its own top-k ensemble at the k its validation accuracy prefers."""
-    done = runs[runs["status"] == "completed"] if len(runs) else runs
-    if done.empty or "arch" not in done.columns:
-        return {}
-    best = {}
-    for arch, arch_runs in done.groupby("arch", sort=True):
-        ensemble = build(arch_runs, top_k, labels)
-        if ensemble is None:
-            continue
-        chosen = ensemble.best_by_validation()
-        k = int(chosen.pop("k"))
-        best[str(arch)] = {
-            "k": k,
-            **chosen,
-            "members": [member.cell_name for member in ensemble.members[:k]],
-        }
-    return best
-
-
-def summary(ensemble: Ensemble, top_k: int, per_architecture: dict[str, dict]) -> dict[str, Any]:
-    """What ensemble.json holds: the members, the final scores, the curve and per-architecture."""
-    return {
-        "requested_top_k": top_k,
-        "k": ensemble.k,
-        "ranked_by": "best validation accuracy (ties: lower validation loss)",
-        **ensemble.final,
-        "best_k_by_validation": ensemble.best_by_validation(),
-        "members": [asdict(member) for member in ensemble.members],
-        "curve": ensemble.curve.to_dict(orient="records"),
-        "per_architecture": per_architecture,
-        "problems": ensemble.problems,
-    }
-
-
-def write(sweep_dir: Path, content: dict[str, Any]) -> Path:
-    path = sweep_dir / FILENAME
-    write_json_atomic(path, content)
-    return path
-
-
-# --- streaming -----------------------------------------------------------------------------------
-
-
-class _Accumulator:
-    """Running sums of validation and test probabilities, and the curve point after each run."""
-
-    def __init__(self, labels: Labels):
-        self.labels = labels
-        self.members: list[Member] = []
-        self.points: list[dict[str, float]] = []
-        self.problems: list[str] = []
-        self.val_sum: np.ndarray | None = None
-        self.test_sum: np.ndarray | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self.members)
-
-    def add(self, member: Member, val: np.ndarray, test: np.ndarray) -> None:
-        if self.val_sum is None or self.test_sum is None:
-            self.val_sum = np.zeros(val.shape, dtype=np.float64)
-            self.test_sum = np.zeros(test.shape, dtype=np.float64)
-        if len(val) < len(self.val_sum):  # a smaller validation_split: keep the common tail
-            self.problems.append(
-                f"{member.cell_name}: validation set of {len(val)} images; ensemble validation "
-                f"scores from k={self.count + 1} on use the last {len(val)} only"
-            )
-            self.val_sum = self.val_sum[len(self.val_sum) - len(val) :]
-        self.val_sum += val[len(val) - len(self.val_sum) :]
-        self.test_sum += test
-        self.members.append(member)
-        self.points.append(self._scores())
-
-    def _scores(self) -> dict[str, float]:
-        assert self.val_sum is not None and self.test_sum is not None
-        val_mean, test_mean = self.val_sum / self.count, self.test_sum / self.count
-        val_labels = self.labels.validation(len(val_mean))
-        return {
-            "k": self.count,
-            "val_accuracy": accuracy(val_mean, val_labels),
-            "val_loss": cross_entropy(val_mean, val_labels),
-            "test_accuracy": accuracy(test_mean, self.labels.test),
-            "test_loss": cross_entropy(test_mean, self.labels.test),
-        }
-
-    def result(self) -> Ensemble | None:
-        if not self.members or self.test_sum is None:
-            return None
-        return Ensemble(
-            members=self.members,
-            curve=pd.DataFrame(self.points),
-            test_probabilities=self.test_sum / self.count,
-            problems=self.problems,
+def _library(runs: pd.DataFrame, labels: Labels, problems: list[str]) -> _Library | None:
+    ranked = rank_by_validation(runs)
+    if ranked.empty:
+        return None
+    arch = ranked["arch"] if "arch" in ranked.columns else pd.Series("", index=ranked.index)
+    arch_rank = ranked.groupby(arch.astype(str), sort=False).cumcount()
+    overall_rank = pd.Series(range(len(ranked)), index=ranked.index)
+    chosen = ranked[(overall_rank < LIBRARY_SIZE) | (arch_rank < PER_ARCHITECTURE)]
+    if len(chosen) < len(ranked):
+        problems.append(
+            f"the ensemble library holds the best {len(chosen)} of {len(ranked)} completed runs "
+            f"by validation accuracy (the best {LIBRARY_SIZE}, and the best {PER_ARCHITECTURE} "
+            "of each architecture), to bound memory"
         )
+    rows, vals, tests, skipped = [], [], [], []
+    for _, row in chosen.iterrows():
+        loaded = _probabilities(RunLayout(Path(str(row["run_dir"]))), labels)
+        if isinstance(loaded, str):
+            skipped.append(f"{Path(str(row['run_dir'])).name}: {loaded} (skipped)")
+            continue
+        rows.append(row)
+        vals.append(loaded[0])
+        tests.append(loaded[1])
+    problems.extend(skipped[:MAX_PROBLEMS_SHOWN])
+    if len(skipped) > MAX_PROBLEMS_SHOWN:
+        problems.append(f"... and {len(skipped) - MAX_PROBLEMS_SHOWN} more runs skipped")
+    if not rows:
+        return None
+    common = min(len(val) for val in vals)
+    if any(len(val) != common for val in vals):
+        problems.append(
+            f"validation sets differ in size; ensembles are scored on the last {common} "
+            "validation images, the ones every run held out"
+        )
+    stacked = np.stack([np.asarray(val[len(val) - common :], dtype=np.float32) for val in vals])
+    return _Library(rows, stacked, tests, labels)
 
 
-def _load_probabilities(run_dir: Path, labels: Labels) -> tuple[np.ndarray, np.ndarray] | str:
-    """A run's (validation, test) probabilities, or why they cannot be used."""
-    files = RunFiles(run_dir)
+def _probabilities(run: RunLayout, labels: Labels) -> tuple[np.ndarray, np.ndarray] | str:
+    """A run's (validation, test) probabilities, mapped not read, or why they cannot be used."""
     try:
-        val, test = np.load(files.val_probs), np.load(files.test_probs)
+        val = np.load(run.val_probs, mmap_mode="r", allow_pickle=False)
+        test = np.load(run.test_probs, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
         return f"no probabilities ({type(error).__name__}: {error})"
-    expected_test = (len(labels.test), 10)
-    if test.shape != expected_test or val.ndim != 2 or not 0 < len(val) <= len(labels.train):
+    expected_test = (len(labels.test), CLASSES)
+    val_ok = val.ndim == 2 and val.shape[1] == CLASSES and 0 < len(val) <= len(labels.train)
+    if not val_ok or test.shape != expected_test:
         return f"probabilities of shape {val.shape} / {test.shape}, not (n, 10) / {expected_test}"
     return val, test
 
 
-def _member(row: pd.Series) -> Member:
+def _member(row: pd.Series, weight: int) -> Member:
     return Member(
         run_dir=str(row["run_dir"]),
-        cell_name=str(row.get("cell_name") or Path(row["run_dir"]).name),
+        cell_name=str(row.get("cell_name") or Path(str(row["run_dir"])).name),
         arch=str(row.get("arch", "")),
+        weight=weight,
         best_val_accuracy=float(row["best_val_accuracy"]),
         test_accuracy=float(row["test_accuracy"]),
     )
+
+
+# --- selection -------------------------------------------------------------------------------
+
+
+def greedy_sequence(picked: np.ndarray, candidates: list[int]) -> tuple[list[int], int]:
+    """Caruana's forward selection with replacement on validation cross-entropy.
+
+    `picked[i, j]` is run i's probability of validation image j's true class (the loss needs no
+    other). Returns the whole sequence tried and the length of its best prefix (the chosen size).
+    """
+    sequence = [candidates[0]]
+    total = picked[candidates[0]].astype(np.float64)
+    best_loss, best_length = _loss(total[None, :])[0], 1
+    pool = picked[candidates]
+    while len(sequence) < MAX_STEPS and len(sequence) - best_length < PATIENCE:
+        losses = _loss((total[None, :] + pool) / (len(sequence) + 1))
+        position = int(np.argmin(losses))
+        sequence.append(candidates[position])
+        total += pool[position]
+        if losses[position] < best_loss - 1e-12:
+            best_loss, best_length = float(losses[position]), len(sequence)
+    return sequence, best_length
+
+
+def _loss(picked_means: np.ndarray) -> np.ndarray:
+    """metrics.cross_entropy for many candidate ensembles at once, from p(true class) alone."""
+    return -np.mean(np.log(np.clip(picked_means, PROBABILITY_FLOOR, 1.0)), axis=1)
+
+
+def _beats(challenger: EnsembleChoice, incumbent: EnsembleChoice) -> bool:
+    return (challenger.val_accuracy, -challenger.val_loss) > (
+        incumbent.val_accuracy,
+        -incumbent.val_loss,
+    )
+
+
+def _greedy(
+    library: _Library, candidates: list[int], *, with_curve: bool = True
+) -> tuple[EnsembleChoice, pd.DataFrame]:
+    """The greedy ensemble over `candidates` (rank order) and its curve, one point per step."""
+    sequence, best_length = greedy_sequence(library.picked, candidates)
+    if not with_curve:
+        return library.choice("greedy", sequence[:best_length]), pd.DataFrame()
+    running, points, chosen = _Running(library), [], None
+    for step, index in enumerate(sequence, start=1):
+        running.add(index)
+        points.append({"step": step, "size": len(running.weights), **running.scores()})
+        if step == best_length:
+            chosen = running.choice("greedy")
+    assert chosen is not None  # 1 <= best_length <= len(sequence)
+    return chosen, pd.DataFrame(points)
+
+
+def _top_k(library: _Library, top_k: int) -> tuple[EnsembleChoice, pd.DataFrame]:
+    """The k best runs by validation accuracy, averaged; the curve for k = 1..top_k."""
+    running, points = _Running(library), []
+    for index in range(min(top_k, len(library))):
+        running.add(index)
+        points.append({"k": index + 1, **running.scores()})
+    return running.choice("top-k"), pd.DataFrame(points)
+
+
+def _headline(
+    library: _Library, candidates: list[int], *, with_curve: bool = True
+) -> tuple[EnsembleChoice, EnsembleChoice, EnsembleChoice, pd.DataFrame]:
+    """(headline, best single, greedy, greedy curve) over `candidates` (rank order)."""
+    single = library.choice("single", candidates[:1])
+    greedy, curve = _greedy(library, candidates, with_curve=with_curve)
+    headline = greedy if greedy.size > 1 and _beats(greedy, single) else single
+    return headline, single, greedy, curve
+
+
+def find_ensembles(runs: pd.DataFrame, labels: Labels, top_k: int) -> EnsembleFindings | None:
+    """Every ensemble view of the completed runs; None when no run has usable probabilities."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    problems: list[str] = []
+    library = _library(runs, labels, problems)
+    if library is None:
+        return None
+    headline, single, greedy, greedy_curve = _headline(library, list(range(len(library))))
+    top, top_curve = _top_k(library, top_k)
+    return EnsembleFindings(
+        headline=headline,
+        best_single=single,
+        greedy=greedy,
+        greedy_curve=greedy_curve,
+        top_k=top,
+        top_k_curve=top_curve,
+        per_architecture=_per_architecture(library),
+        helps=headline.method != "single",
+        problems=problems,
+        requested_top_k=top_k,
+        library_size=len(library),
+    )
+
+
+def _per_architecture(library: _Library) -> dict[str, dict[str, Any]]:
+    """Each architecture's own headline (greedy within its runs, or its best single run)."""
+    by_arch: dict[str, list[int]] = {}
+    for index, row in enumerate(library.rows):
+        by_arch.setdefault(str(row.get("arch", "")), []).append(index)
+    found = {}
+    for arch, candidates in sorted(by_arch.items()):
+        headline, single, _, _ = _headline(library, candidates, with_curve=False)
+        found[arch] = {
+            **headline.scores(),
+            "helps": headline.method != "single",
+            "single_val_accuracy": single.val_accuracy,
+            "single_test_accuracy": single.test_accuracy,
+            "members": [member.cell_name for member in headline.members],
+            "weights": [member.weight for member in headline.members],
+        }
+    return found
+
+
+# --- ensemble.json ---------------------------------------------------------------------------
+
+
+def _described(choice: EnsembleChoice | None) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    return {**choice.scores(), "members": [asdict(member) for member in choice.members]}
+
+
+def summary(findings: EnsembleFindings) -> dict[str, Any]:
+    """What ensemble.json holds; the top-level scores are the headline's."""
+    headline = findings.headline
+    return {
+        **headline.scores(),
+        "helps": findings.helps,
+        "selection": SELECTION,
+        "library_size": findings.library_size,
+        "members": [asdict(member) for member in headline.members],
+        "best_single": _described(findings.best_single),
+        "greedy": _described(findings.greedy),
+        "greedy_curve": findings.greedy_curve.to_dict(orient="records"),
+        "requested_top_k": findings.requested_top_k,
+        "top_k": _described(findings.top_k),
+        "top_k_curve": findings.top_k_curve.to_dict(orient="records"),
+        "per_architecture": findings.per_architecture,
+        "problems": findings.problems,
+    }
+
+
+def write(sweep_dir: Path, findings: EnsembleFindings) -> Path:
+    return fsio.write_json(SweepLayout(sweep_dir).ensemble, summary(findings))

@@ -1,17 +1,25 @@
-"""Read every run directory of a sweep into one pandas DataFrame, one row per run.
+"""Read every run folder of a sweep into one pandas DataFrame, one row per run.
 
-A run directory whose result.json is missing (still running, or killed) or unreadable is listed
-as a problem and skipped: one broken run never stops a report of the others.
+Each `result.json` is read through `sweep.records` (validated on the way in). A run folder whose
+result is missing (still running, or killed) or damaged is one line in `problems` naming the file
+and what is wrong, and is skipped: one broken run never stops a report of the others.
+
+A null config value means "the tutorial's own setting" (dropout: the tutorial's rates); every
+table shows it as the one word `default` (`DEFAULT`), never as "None".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from mnistsweep.sweep.rundir import RunFiles
+from mnistsweep.sweep import records
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
+
+DEFAULT = "default"  # how a null config value (the tutorial's own setting) reads in tables
 
 METRIC_COLUMNS = (
     "test_accuracy",
@@ -21,6 +29,7 @@ METRIC_COLUMNS = (
     "best_epoch",
     "epochs_run",
 )
+TIMING_COLUMNS = ("first_epoch_seconds", "steady_epoch_seconds", "peak_rss_mb", "gpu_peak_mb")
 
 
 @dataclass
@@ -31,35 +40,37 @@ class SweepRuns:
 
 def load_runs(sweep_dir: Path) -> SweepRuns:
     rows, problems = [], []
-    runs_root = sweep_dir / "runs"
-    for root in sorted(runs_root.iterdir()) if runs_root.is_dir() else []:
-        if not root.is_dir():
+    for run in SweepLayout(sweep_dir).run_folders():
+        try:
+            result = records.read(records.RunResult, run.result)
+        except records.DamagedRecord as error:
+            problems.append(f"{error} (skipped)")
             continue
-        files = RunFiles(root)
-        result = files.read_result()
         if result is None:
-            why = "unreadable result.json" if files.result.exists() else "no result.json yet"
-            problems.append(f"{root.name}: {why} (skipped)")
+            problems.append(f"{run.root.name}: no result.json yet (skipped)")
             continue
-        rows.append(flatten(result, root))
+        rows.append(flatten(result, run))
     return SweepRuns(pd.DataFrame(rows), problems)
 
 
-def flatten(result: dict, root: Path) -> dict:
-    metrics = result.get("metrics") or {}
-    timing = result.get("timing") or {}
+def flatten(result: records.RunResult, run: RunLayout) -> dict[str, Any]:
+    """One table row: identity, config (null as `DEFAULT`), metrics, timing, the folder."""
+    metrics = result.metrics.model_dump()
+    timing = result.timing
     return {
-        "cell_id": result.get("cell_id"),
-        "cell_name": result.get("cell_name"),
-        "status": result["status"],
-        **{key: _hashable(value) for key, value in (result.get("config") or {}).items()},
+        "cell_id": result.cell_id,
+        "cell_name": result.cell_name,
+        "status": result.status,
+        **{key: display_value(value) for key, value in result.config.items()},
         **{key: metrics.get(key) for key in METRIC_COLUMNS},
-        "train_seconds": timing.get("total_seconds"),
-        "error": result.get("error"),
-        "run_dir": str(root),
+        "train_seconds": timing.total_seconds,
+        # Fields newer trainers record; None for results written before them.
+        **{key: getattr(timing, key, None) for key in TIMING_COLUMNS},
+        "error": result.error,
+        "run_dir": str(run.root),
     }
 
 
-def _hashable(value):
-    """Config values become group keys; None (a tutorial default) reads better as text."""
-    return "default" if value is None else value
+def display_value(value: Any) -> Any:
+    """Config values become group keys: a null is the tutorial's own setting, `DEFAULT`."""
+    return DEFAULT if value is None else value
