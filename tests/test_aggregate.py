@@ -2,14 +2,18 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from mnistsweep import fsio
 from mnistsweep.__main__ import main
 from mnistsweep.analysis import runs as sweep_runs
 from mnistsweep.analysis import tables
-from mnistsweep.sweep.rundir import write_json_atomic
+from mnistsweep.sweep.layout import SweepLayout
 
 
 def fake_run(
@@ -20,8 +24,8 @@ def fake_run(
     val_accuracy: float,
     status: str = "completed",
 ) -> None:
-    write_json_atomic(
-        sweep_dir / "runs" / name / "result.json",
+    fsio.write_json(
+        SweepLayout(sweep_dir).run_named(name).result,
         {
             "status": status,
             "cell_id": name,
@@ -59,8 +63,8 @@ def sweep(tmp_path) -> Path:
     (sweep_dir / "runs" / "broken").mkdir()
     (sweep_dir / "runs" / "broken" / "result.json").write_text('{"status": "compl')
     (sweep_dir / "runs" / "unfinished").mkdir()
-    write_json_atomic(
-        sweep_dir / "sweep.json",
+    fsio.write_json(
+        SweepLayout(sweep_dir).record,
         {
             "name": "s",
             "axes": ["arch", "seed"],
@@ -91,14 +95,17 @@ def test_table_groups_every_axis_but_seed_with_n_mean_std(sweep):
 def test_broken_and_unfinished_runs_are_reported_and_skipped(sweep):
     runs = sweep_runs.load_runs(sweep)
     assert len(runs.frame) == 6
-    assert any("broken: unreadable result.json" in p for p in runs.problems)
+    broken = [problem for problem in runs.problems if "broken" in problem]
+    assert len(broken) == 1  # one line naming the file and what is wrong with it
+    assert broken[0].startswith(f"{sweep / 'runs' / 'broken' / 'result.json'}: not JSON (")
+    assert broken[0].endswith("(skipped)")
     assert any("unfinished: no result.json yet" in p for p in runs.problems)
 
 
 def test_aggregate_command_prints_table_and_writes_csv(sweep, capsys):
     assert main(["aggregate", str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "| mlp" in out and "unreadable result.json" in out
+    assert "| mlp" in out and "broken/result.json: not JSON" in out
     table = pd.read_csv(sweep / "summary.csv")
     assert list(table["n"]) == [3, 2]
 
@@ -111,3 +118,52 @@ def test_aggregate_of_a_folder_that_is_no_sweep_is_a_clear_error(tmp_path, capsy
 
 def test_the_record_is_json(sweep):
     assert json.loads((sweep / "sweep.json").read_text())["axes"] == ["arch", "seed"]
+
+
+def test_a_null_config_value_reads_default_in_every_table(sweep):
+    frame = sweep_runs.load_runs(sweep).frame
+    assert set(frame["dropout"]) == {sweep_runs.DEFAULT}
+    table = tables.configuration_table(frame, ["arch", "dropout", "seed"])
+    assert set(table["dropout"]) == {"default"}
+    assert "None" not in table.to_csv(index=False)
+
+
+def test_rows_carry_the_run_folder_and_timing_columns(sweep):
+    frame = sweep_runs.load_runs(sweep).frame
+    assert all(Path(path).parent == sweep / "runs" for path in frame["run_dir"])
+    for column in ("first_epoch_seconds", "steady_epoch_seconds", "peak_rss_mb"):
+        assert frame[column].isna().all()  # results written before the trainer recorded them
+    assert set(frame["train_seconds"]) == {10.0}
+
+
+JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+RESULT_KEYS = st.sampled_from(["status", "cell_id", "cell_name", "config", "metrics", "timing"])
+WRONG_SHAPES = JSON_VALUES | st.dictionaries(RESULT_KEYS, JSON_VALUES, max_size=6)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=WRONG_SHAPES)
+def test_a_result_of_any_wrong_shape_is_one_warning_never_a_traceback(
+    tmp_path_factory: pytest.TempPathFactory, content: Any
+) -> None:
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    fake_run(sweep_dir, "good", {"arch": "mlp", "seed": 0}, 0.9, 0.9)
+    odd = SweepLayout(sweep_dir).run_named("odd").result
+    fsio.write_text(odd, json.dumps(content))
+    runs = sweep_runs.load_runs(sweep_dir)
+    names = [Path(str(path)).name for path in runs.frame["run_dir"]]
+    if "odd" in names:  # by chance a valid record: then it is a row like any other
+        assert runs.problems == []
+    else:
+        assert names == ["good"]
+        assert len(runs.problems) == 1 and runs.problems[0].startswith(f"{odd}: ")
+        assert "\n" not in runs.problems[0]

@@ -44,7 +44,7 @@ def load_runs(sweep_dir: Path) -> SweepRuns:
         try:
             result = records.read(records.RunResult, run.result)
         except records.DamagedRecord as error:
-            problems.append(f"{error} (skipped)")
+            problems.append(f"{printable(str(error))} (skipped)")
             continue
         if result is None:
             problems.append(f"{run.root.name}: no result.json yet (skipped)")
@@ -74,3 +74,8 @@ def flatten(result: records.RunResult, run: RunLayout) -> dict[str, Any]:
 def display_value(value: Any) -> Any:
     """Config values become group keys: a null is the tutorial's own setting, `DEFAULT`."""
     return DEFAULT if value is None else value
+
+
+def printable(text: str) -> str:
+    """A warning stays one line: a newline in a key read from a damaged file is shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
