@@ -137,11 +137,10 @@ def test_rows_carry_the_run_folder_and_timing_columns(sweep):
 
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+KEYS = st.text(max_size=8) | st.just("line\nbreak")  # a key that would split a warning line
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children, max_size=3),
     max_leaves=12,
 )
 RESULT_KEYS = st.sampled_from(["status", "cell_id", "cell_name", "config", "metrics", "timing"])
