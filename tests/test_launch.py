@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from mnistsweep.execute import job
+from mnistsweep.sweep import state
+from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.rundir import RunFiles
 from mnistsweep.sweep.spec import load_spec
 from mnistsweep.train import trainer
@@ -155,7 +157,7 @@ def test_failing_cell_is_recorded_and_the_others_go_on(tmp_path, tiny_spec, monk
     monkeypatch.setattr(trainer, "run_cell", fake_run_cell)
     outcomes = job.CellBatch()(str(tmp_path), cells, None)
     assert [o["status"] for o in outcomes] == ["completed", "failed", "completed", "completed"]
-    files = RunFiles(job.run_dir(tmp_path, broken))
+    files = RunFiles(SweepLayout(tmp_path).run(broken).root)
     result = files.read_result()
     assert result["error"] == "MemoryError: out of memory in a convolution"
     assert "MemoryError" in result["error_tail"][-1]
@@ -166,7 +168,7 @@ def test_a_cell_locked_by_another_launch_is_not_trained_twice(tmp_path, tiny_spe
     cell = load_spec(tiny_spec()).cells()[0]
 
     monkeypatch.setattr(trainer, "run_cell", lambda *a: pytest.fail("trained a locked cell"))
-    with job.exclusive(job.run_dir(tmp_path, cell)) as acquired:
+    with state.training_lock(SweepLayout(tmp_path).run(cell)) as acquired:
         assert acquired
         assert job.CellBatch()(str(tmp_path), [cell], None)[0]["status"] == "busy"
 
@@ -187,7 +189,7 @@ def test_cells_of_one_job_can_train_concurrently_with_the_same_results(
     assert [o["status"] for o in together] == [o["status"] for o in alone] == ["completed"] * 2
     for cell in cells:
         metrics = [
-            RunFiles(job.run_dir(tmp_path / where, cell)).read_result()["metrics"]
+            RunFiles(SweepLayout(tmp_path / where).run(cell).root).read_result()["metrics"]
             for where in ("together", "alone")
         ]
         assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]

@@ -36,6 +36,7 @@ from mnistsweep.analysis import runs as sweep_runs
 from mnistsweep.execute import job
 from mnistsweep.execute import plan as planning
 from mnistsweep.sweep import guard
+from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.rundir import RunFiles, read_json, write_json_atomic
 from mnistsweep.sweep.spec import (
     LR_SCHEDULES,
@@ -147,7 +148,7 @@ def test_launch_killed_with_sigkill_resumes_from_its_last_epoch(tmp_path, tiny_s
     the saved epoch with its optimizer state, and its history has each epoch exactly once."""
     spec_path = tiny_spec(name="resume", grid={"arch": ["mlp"]}, epochs=RESUME_EPOCHS)
     cell = load_spec(spec_path).cells()[0]
-    files = RunFiles(job.run_dir(tmp_path / "out" / "resume", cell))
+    files = RunFiles(SweepLayout(tmp_path / "out" / "resume").run(cell).root)
     command = ("launch", str(spec_path), "--executor", "local", "--results-dir", "out")
 
     with open(tmp_path / "killed-plan.log", "w") as log:
@@ -397,7 +398,8 @@ def test_unreadable_results_are_reported_and_skipped_by_aggregate_and_report(tmp
     sweep_dir = tmp_path / "out" / "broken"
     guard.record_spec(sweep_dir, spec)
     good, truncated, binary, not_a_record = spec.cells()
-    write_json_atomic(job.run_dir(sweep_dir, good) / "result.json", fake_result(good, 0.9))
+    good_result = SweepLayout(sweep_dir).run(good).result
+    write_json_atomic(good_result, fake_result(good, 0.9))
     whole = json.dumps(fake_result(truncated, 0.95))
     broken_files = [
         (truncated, whole[: len(whole) // 2].encode()),
@@ -405,8 +407,8 @@ def test_unreadable_results_are_reported_and_skipped_by_aggregate_and_report(tmp
         (not_a_record, b'["completed"]'),
     ]
     for cell, content in broken_files:
-        job.run_dir(sweep_dir, cell).mkdir(parents=True)
-        (job.run_dir(sweep_dir, cell) / "result.json").write_bytes(content)
+        SweepLayout(sweep_dir).run(cell).root.mkdir(parents=True)
+        (SweepLayout(sweep_dir).run(cell).root / "result.json").write_bytes(content)
     expected = [f"{cell.dirname}: unreadable result.json (skipped)" for cell, _ in broken_files]
 
     assert sorted(sweep_runs.load_runs(sweep_dir).problems) == sorted(expected)
@@ -522,7 +524,7 @@ def test_every_cell_folder_is_a_distinct_direct_child_of_runs(grid):
     runs_root = Path("/results") / spec.name / "runs"
     cells = spec.cells()
     for cell in cells:
-        folder = job.run_dir(runs_root.parent, cell)
+        folder = SweepLayout(runs_root.parent).run(cell).root
         assert Path(os.path.normpath(folder)).parent == runs_root
         assert re.fullmatch(r"[A-Za-z0-9=.,_-]+--[0-9a-f]{12}", cell.dirname), cell.dirname
         assert len(cell.dirname.encode()) <= 255
@@ -580,7 +582,7 @@ def test_a_grid_over_the_limit_is_refused_unless_allow_large(
 
 
 def record_outcome(sweep_dir: Path, cell: Cell, status: str) -> Path:
-    path = job.run_dir(sweep_dir, cell) / "result.json"
+    path = SweepLayout(sweep_dir).run(cell).root / "result.json"
     write_json_atomic(path, {**fake_result(cell, 0.9), "status": status})
     return path
 

@@ -13,9 +13,9 @@ import pytest
 
 from mnistsweep.analysis import reference, runs, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.execute.job import run_dir
 from mnistsweep.report.build import write_report
 from mnistsweep.sweep import guard
+from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.rundir import write_json_atomic
 from mnistsweep.train import data
 
@@ -149,7 +149,7 @@ def fake_probabilities(labels: np.ndarray, right: float, generator) -> np.ndarra
 
 
 def fill_cell(sweep_dir: Path, cell, mnist: data.Mnist | None, generator) -> None:
-    root = run_dir(sweep_dir, cell)
+    root = SweepLayout(sweep_dir).run(cell).root
     quality = {"linear": 0.90, "mlp": 0.96}[cell.config["arch"]]
     quality += 0.01 * (cell.config["normalization"] == "standardize") + 0.002 * cell.config["seed"]
     write_result(
@@ -230,7 +230,7 @@ def test_a_partial_sweep_gives_a_report_that_says_what_is_missing(tmp_path):
     generator = np.random.default_rng(0)
     for cell in cells[:5]:
         fill_cell(sweep_dir, cell, None, generator)
-    run_dir(sweep_dir, cells[5]).mkdir(parents=True)  # started, no result.json yet
+    SweepLayout(sweep_dir).run(cells[5]).root.mkdir(parents=True)  # started, no result.json yet
     write_report(sweep_dir, data_dir=tmp_path / "no-data")
     markdown = (sweep_dir / "report.md").read_text()
     assert "Partial report" in markdown

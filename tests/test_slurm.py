@@ -13,7 +13,7 @@ import yaml
 
 from mnistsweep.execute import plan as planning
 from mnistsweep.execute import scheduler, slurm
-from mnistsweep.execute.job import run_dir
+from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.rundir import RunFiles, read_json
 from mnistsweep.sweep.spec import load_spec
 
@@ -114,10 +114,10 @@ def test_packed_sweep_runs_as_one_array_with_a_failure_isolated(cluster, tmp_pat
     assert "submitted 6 cells in 3 job(s) as 1 array(s)" in result.stdout
     sweep_dir = tmp_path / "out" / "packed"
 
-    statuses = {c.id: RunFiles(run_dir(sweep_dir, c)).status() for c in cells}
+    statuses = {c.id: RunFiles(SweepLayout(sweep_dir).run(c).root).status() for c in cells}
     assert statuses.pop(doomed.id) == "failed"
     assert set(statuses.values()) == {"completed"}
-    failure = RunFiles(run_dir(sweep_dir, doomed)).read_result()
+    failure = RunFiles(SweepLayout(sweep_dir).run(doomed).root).read_result()
     assert "injected failure" in failure["error"] and failure["error_tail"]
     assert f"failed {doomed.name}" in result.stdout  # shown, not hidden behind "completed"
 
@@ -127,11 +127,11 @@ def test_packed_sweep_runs_as_one_array_with_a_failure_isolated(cluster, tmp_pat
     assert {job["job_id"].split("_")[0] for job in jobs} == {array_id}
     tasks = sacct_tasks(array_id)
     assert tasks == {f"{array_id}_{i}": "COMPLETED" for i in range(3)}
-    env = RunFiles(run_dir(sweep_dir, cells[0])).read_result()["env"]
+    env = RunFiles(SweepLayout(sweep_dir).run(cells[0]).root).read_result()["env"]
     assert env["slurm"]["slurm_array_job_id"] == array_id
 
     status = cli(tmp_path, mnist_dir, "status", str(sweep_dir))
-    assert status.returncode == 0
+    assert status.returncode == 1  # a cell failed
     assert "5 completed" in status.stdout and "1 failed" in status.stdout
     assert "injected failure" in status.stdout
 
@@ -142,7 +142,7 @@ def test_packed_sweep_runs_as_one_array_with_a_failure_isolated(cluster, tmp_pat
     retry = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--retry-failed", "--wait")
     assert retry.returncode == 0, retry.stdout + retry.stderr
     assert "1 to train" in retry.stdout
-    assert RunFiles(run_dir(sweep_dir, doomed)).status() == "completed"
+    assert RunFiles(SweepLayout(sweep_dir).run(doomed).root).status() == "completed"
 
 
 def test_gpu_request_is_granted_on_fake_gres(cluster, tmp_path, mnist_dir):
@@ -150,7 +150,7 @@ def test_gpu_request_is_granted_on_fake_gres(cluster, tmp_path, mnist_dir):
     result = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     cell = load_spec(spec_path).cells()[0]
-    env = RunFiles(run_dir(tmp_path / "out" / "gpu", cell)).read_result()["env"]
+    env = RunFiles(SweepLayout(tmp_path / "out" / "gpu").run(cell).root).read_result()["env"]
     assert env["cuda_visible_devices"] == "0"  # SLURM gave the job one (fake) GPU
 
 
@@ -190,7 +190,7 @@ def test_requeued_job_resumes_from_a_later_epoch(cluster, tmp_path, mnist_dir):
     assert result.returncode == 0, result.stderr
     sweep_dir = tmp_path / "out" / "requeue"
     cell = load_spec(spec_path).cells()[0]
-    files = RunFiles(run_dir(sweep_dir, cell))
+    files = RunFiles(SweepLayout(sweep_dir).run(cell).root)
     wait_for(
         lambda: (read_json(files.state) or {}).get("epochs_done", 0) >= 2,
         240,
@@ -227,7 +227,7 @@ def test_status_and_cancel_against_pending_jobs(cluster, tmp_path, mnist_dir, mo
     sweep_dir = tmp_path / "out" / "later"
 
     def pending() -> bool:
-        return "3 pending" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
+        return "3 queued" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
 
     wait_for(pending, 30, "status to show the pending array")
     cancelled = cli(tmp_path, mnist_dir, "cancel", str(sweep_dir))
@@ -238,7 +238,7 @@ def test_status_and_cancel_against_pending_jobs(cluster, tmp_path, mnist_dir, mo
         30,
         "sacct to show the cancellation",
     )
-    assert "3 lost (cancelled)" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
+    assert "3 lost" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
 
 
 def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, monkeypatch):
@@ -292,5 +292,5 @@ def test_the_launcher_runs_as_a_batch_job_that_waits_and_reports(cluster, tmp_pa
     assert "submitted 2 cells" in log and "2 completed" in log and "| linear" in log
     sweep_dir = tmp_path / "out" / "batch"
     for cell in load_spec(spec_path).cells():
-        assert RunFiles(run_dir(sweep_dir, cell)).status() == "completed"
+        assert RunFiles(SweepLayout(sweep_dir).run(cell).root).status() == "completed"
     assert "## Results per configuration" in (sweep_dir / "report.md").read_text()

@@ -1,70 +1,147 @@
 """What one submitted job runs: its cells, one after another, each failure kept to its own cell.
 
 The same `CellBatch` runs under the local executor and under SLURM, so the local path tests the
-cluster path's code. It is checkpointable: when SLURM preempts or times out the job, submitit
-requeues the same call and each cell resumes from its last completed epoch on disk.
+cluster path's code. It is checkpointable: when SLURM preempts the job or its time limit comes,
+submitit calls `checkpoint`, requeues the same call, and each cell resumes from its last
+committed epoch on disk. A job keeps coming back as long as its attempts make progress.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import multiprocessing
 import os
+import signal
+import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-from mnistsweep.sweep.rundir import FINAL_STATUSES, RunFiles, write_json_atomic
+from mnistsweep import fsio
+from mnistsweep.sweep import records, state
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
 from mnistsweep.sweep.spec import Cell
 
 ERROR_TAIL_LINES = 20
 # Cell ids (comma-separated) that fail on purpose: how tests and users check that a failure stays
 # in its cell, is recorded with its traceback, and shows in `status`.
 FAIL_CELLS_ENV = "MNISTSWEEP_FAIL_CELLS"
-
-
-def run_dir(sweep_dir: Path, cell: Cell) -> Path:
-    return sweep_dir / "runs" / cell.dirname
-
-
-@contextmanager
-def exclusive(run_root: Path) -> Iterator[bool]:
-    """Hold the run's lock while training, so two launches of one sweep never train a cell twice."""
-    run_root.mkdir(parents=True, exist_ok=True)
-    with open(run_root / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+# Attempts in a row (time limits, preemptions) that commit no epoch before a job stops coming
+# back: an epoch longer than the time limit would otherwise requeue forever. The spec key to
+# come is `executor.max_attempts_without_progress`; until then this variable sets it.
+MAX_ATTEMPTS_ENV = "MNISTSWEEP_MAX_ATTEMPTS_WITHOUT_PROGRESS"
+DEFAULT_MAX_ATTEMPTS_WITHOUT_PROGRESS = 3
+# submitit's own count of time limits (`max_num_timeout`, 3 by default) would end a job that is
+# still progressing; the progress rule above decides instead, so that count is kept out of reach.
+UNREACHABLE_TIMEOUT_COUNT = 1_000_000
 
 
 class CellBatch(submitit.helpers.Checkpointable):
-    """Callable shipped to each job; submitit pickles it with its arguments.
+    """Callable shipped to each job; submitit pickles it with its arguments (and again, with the
+    attempts counted so far, at each checkpoint).
 
     With `concurrent` > 1 the job trains that many cells at once, each in its own process: MNIST
-    models leave a GPU mostly idle, and several trainings side by side fill it.
+    models leave a GPU mostly idle, and several trainings side by side fill it. With several
+    GPUs, each process gets one of them.
     """
+
+    def __init__(self, max_attempts_without_progress: int | None = None) -> None:
+        self.max_attempts_without_progress = (
+            max_attempts_without_progress or max_attempts_from_env()
+        )
+        self.attempts_without_progress = 0
+        self.progress_at_start = 0
 
     def __call__(
         self, sweep_dir: str, cells: list[Cell], data_dir: str | None, concurrent: int = 1
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, str]]:
+        layout = SweepLayout(Path(sweep_dir))
+        self.progress_at_start = progress(layout, cells)
         train_cell = functools.partial(run_one, sweep_dir, data_dir)
         if concurrent <= 1 or len(cells) <= 1:
             return [train_cell(cell) for cell in cells]
-        share_one_gpu(Path(sweep_dir))
-        with ProcessPoolExecutor(min(concurrent, len(cells)), mp_context=spawn_context()) as pool:
-            return list(pool.map(train_cell, cells))
+        return train_side_by_side(layout, cells, train_cell, min(concurrent, len(cells)))
+
+    def checkpoint(  # type: ignore[override]  # submitit takes None: "do not requeue"
+        self, sweep_dir: str, cells: list[Cell], data_dir: str | None, concurrent: int = 1
+    ) -> submitit.helpers.DelayedSubmission | None:
+        """Called by submitit on the scheduler's warning signal: come back (requeue) unless
+        too many attempts in a row committed nothing."""
+        if progress(SweepLayout(Path(sweep_dir)), cells) > self.progress_at_start:
+            self.attempts_without_progress = 0
+        else:
+            self.attempts_without_progress += 1
+        if self.attempts_without_progress >= self.max_attempts_without_progress:
+            print(
+                f"mnistsweep: {self.attempts_without_progress} attempts in a row committed no "
+                "epoch (does one epoch outlast the time limit?): not requeued; the cells keep "
+                "their committed epochs: raise executor.slurm.timeout_min and launch again",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+        return DelayedSubmission(self, sweep_dir, cells, data_dir, concurrent)
+
+
+class DelayedSubmission(submitit.helpers.DelayedSubmission):
+    """submitit's resubmission, keeping submitit's count of time limits out of reach (the
+    progress rule of `CellBatch.checkpoint` ends a job instead). submitit checks the class
+    name when it loads the pickle, hence the same name."""
+
+    def set_timeout(self, timeout_min: int, max_num_timeout: int) -> None:
+        super().set_timeout(timeout_min, max(max_num_timeout, UNREACHABLE_TIMEOUT_COUNT))
+
+
+def max_attempts_from_env() -> int:
+    text = os.environ.get(MAX_ATTEMPTS_ENV, "")
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_MAX_ATTEMPTS_WITHOUT_PROGRESS
+
+
+def progress(layout: SweepLayout, cells: Sequence[Cell]) -> int:
+    """A number that grows with every committed epoch and every result of the job's cells."""
+    total = 0
+    for cell in cells:
+        run = layout.run(cell)
+        total += state.committed_epochs(run) + (1 if run.result.exists() else 0)
+    return total
+
+
+# --- several cells at once ----------------------------------------------------------------------
+
+
+def train_side_by_side(
+    layout: SweepLayout,
+    cells: list[Cell],
+    train_cell: Callable[[Cell], dict[str, str]],
+    workers: int,
+) -> list[dict[str, str]]:
+    """Each cell in a fresh worker process, `workers` at a time, one GPU per worker when there
+    are several. When the job is interrupted (time limit, Ctrl-C) the workers are stopped at
+    once: their committed epochs are on disk."""
+    share_one_gpu(layout)
+    context = spawn_context()
+    slots = context.Queue()
+    for slot in range(workers):
+        slots.put(slot)
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=start_worker,
+        initargs=(slots, visible_devices(os.environ)),
+    )
+    try:
+        results = list(pool.map(train_cell, cells))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
+    pool.shutdown()
+    return results
 
 
 def spawn_context() -> multiprocessing.context.SpawnContext:
@@ -72,46 +149,96 @@ def spawn_context() -> multiprocessing.context.SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
-def share_one_gpu(sweep_dir: Path) -> None:
+def share_one_gpu(layout: SweepLayout) -> None:
     """Settings the worker processes inherit: JAX takes GPU memory as it needs it instead of 75%
     of it per process, and compiled programs are cached on disk, so the cells of one
     architecture compile once for the whole sweep."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(sweep_dir / ".cache" / "jax"))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(layout.compile_cache))
 
 
-def run_one(sweep_dir: str, data_dir: str | None, cell: Cell) -> dict[str, Any]:
-    files = RunFiles(run_dir(Path(sweep_dir), cell))
-    with exclusive(files.root) as acquired:
+def visible_devices(environ: Mapping[str, str]) -> list[str]:
+    """The GPUs this task may use, as CUDA names them: CUDA_VISIBLE_DEVICES when set, else
+    SLURM's view of the task's GPUs."""
+    for key in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        if key in environ:
+            return [device for device in environ[key].split(",") if device.strip().isdigit()]
+    count = environ.get("SLURM_GPUS_ON_NODE", "")
+    return [str(index) for index in range(int(count))] if count.isdigit() else []
+
+
+def device_for(slot: int, devices: Sequence[str]) -> str | None:
+    """Round robin: worker `slot` gets one device; None when there is nothing to spread."""
+    return devices[slot % len(devices)] if len(devices) > 1 else None
+
+
+def start_worker(slots: Any, devices: list[str]) -> None:
+    """In each worker, before any framework import: its own GPU, and the job's signals left to
+    the job's main process (which checkpoints, then stops the workers)."""
+    device = device_for(slots.get(), devices)
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --- one cell -----------------------------------------------------------------------------------
+
+
+def run_one(sweep_dir: str, data_dir: str | None, cell: Cell) -> dict[str, str]:
+    """Train one cell unless it is final or another process is training it ("busy": that
+    process records its result)."""
+    run = SweepLayout(Path(sweep_dir)).run(cell)
+    status: str
+    with state.training_lock(run) as acquired:
         if not acquired:
-            status = "busy"  # another job holds it; that job records the result
-        elif files.status() in FINAL_STATUSES:
-            status = files.status()
+            status = "busy"
         else:
-            status = train_or_record_failure(cell, files, data_dir)
+            final = final_status(run)
+            status = final or train_or_record_failure(cell, run, data_dir)
     return {"cell_id": cell.id, "cell_name": cell.name, "status": status}
 
 
-def train_or_record_failure(cell: Cell, files: RunFiles, data_dir: str | None) -> str:
+def final_status(run: RunLayout) -> str | None:
+    """completed or diverged when the cell has such a result (a damaged one is trained again)."""
+    try:
+        result = records.read(records.RunResult, run.result)
+    except records.DamagedRecord:
+        return None
+    if result is not None and result.status in ("completed", "diverged"):
+        return result.status
+    return None
+
+
+def train_or_record_failure(cell: Cell, run: RunLayout, data_dir: str | None) -> str:
+    """The scheduler stopping the job (time limit, preemption, cancel) is not the cell's failure:
+    those arrive as BaseException or as submitit's UncompletedJobError and pass through."""
     from mnistsweep.train import trainer  # Keras loads inside the job only
 
     try:
         if cell.id in os.environ.get(FAIL_CELLS_ENV, "").split(","):
             raise RuntimeError(f"injected failure ({FAIL_CELLS_ENV})")
-        return trainer.run_cell(cell, files.root, Path(data_dir) if data_dir else None)["status"]
+        outcome = trainer.run_cell(cell, run.root, Path(data_dir) if data_dir else None)
+    except submitit.core.utils.UncompletedJobError:
+        raise
     except Exception as error:  # a cell's failure must not stop the job's other cells
-        details = traceback.format_exc()
-        files.error.write_text(details)
-        write_json_atomic(
-            files.result,
-            {
-                "status": "failed",
-                "cell_id": cell.id,
-                "cell_name": cell.name,
-                "axes": list(cell.axes),
-                "config": dict(cell.config),
-                "error": f"{type(error).__name__}: {error}",
-                "error_tail": details.strip().splitlines()[-ERROR_TAIL_LINES:],
-            },
-        )
+        record_failure(cell, run, error)
         return "failed"
+    return str(outcome.status if isinstance(outcome, records.RunResult) else outcome["status"])
+
+
+def record_failure(cell: Cell, run: RunLayout, error: Exception) -> None:
+    details = traceback.format_exc()
+    fsio.write_text(run.error, details)
+    records.write(
+        run.result,
+        records.RunResult(
+            status="failed",
+            cell_id=cell.id,
+            cell_name=cell.name,
+            axes=list(cell.axes),
+            config=dict(cell.config),
+            error=f"{type(error).__name__}: {error}",
+            error_tail=details.strip().splitlines()[-ERROR_TAIL_LINES:],
+        ),
+    )

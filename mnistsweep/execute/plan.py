@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.execute.job import CellBatch, run_dir
+from mnistsweep.execute.job import CellBatch
 from mnistsweep.sweep import guard
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.rundir import FINAL_STATUSES, RunFiles
@@ -97,7 +97,7 @@ def plan_launch(
     for cell in spec.cells():
         status = None
         if cell.dirname in started:
-            status = RunFiles(run_dir(sweep_dir, cell)).status()
+            status = RunFiles(SweepLayout(sweep_dir).run(cell).root).status()
         if status in FINAL_STATUSES or (status == "failed" and not retry_failed):
             statuses[cell.id] = status
         elif only and any(cell.config[key] not in chosen for key, chosen in only.items()):
@@ -114,7 +114,7 @@ def plan_launch(
 def archive_failure(plan: Plan, cell: Cell) -> None:
     """Before a retry: keep the failed attempt's record aside, so the new attempt's result is
     the only result.json and the old error stays readable."""
-    RunFiles(run_dir(plan.sweep_dir, cell)).archive_failure()
+    RunFiles(SweepLayout(plan.sweep_dir).run(cell).root).archive_failure()
 
 
 def run_folders(sweep_dir: Path) -> set[str]:

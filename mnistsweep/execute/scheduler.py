@@ -1,35 +1,27 @@
-"""The scheduler seen from a sweep: sacct in one call for every array, cancel, wait, the cluster's
-limits. Nothing here submits (that is execute.slurm).
+"""The scheduler seen from a sweep: every job's state in one `sacct` call (plus at most one
+`squeue` for what sacct has not caught up with), cancel, wait, the cluster's limits. Nothing here
+submits (that is execute.slurm).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from mnistsweep.execute.job import run_dir
+from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import SweepLayout
-from mnistsweep.sweep.rundir import RunFiles
+from mnistsweep.sweep.spec import Cell
+from mnistsweep.sweep.state import JOB_ENDED, CellView, JobView, derive
 
 POLL_SECONDS = 5.0
-# sacct states after which a task will not run again by itself.
-ENDED_STATES = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "OUT_OF_MEMORY",
-    "NODE_FAIL",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "PREEMPTED",
-}
+COMMAND_TIMEOUT_S = 60
+ENDED_STATES = JOB_ENDED  # sacct states after which a task will not run again by itself
+SQUEUE_FORMAT = "JobArrayID:64,State:24,RestartCnt:8,Reason:256"
 
 
 def max_array_size() -> int | None:
@@ -46,36 +38,134 @@ def max_array_size() -> int | None:
     return None
 
 
+# --- the sweep's jobs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepJobs:
+    """jobs.jsonl as read: its valid lines, and one problem per line that is not one."""
+
+    jobs: list[records.JobRecord]
+    problems: list[str]
+
+    @property
+    def owners(self) -> dict[str, str]:
+        """cell id -> the latest job that was given that cell."""
+        return records.job_owners(self.jobs)
+
+    def jobs_of(self, cell_id: str) -> list[str]:
+        """Every job that was given the cell, oldest first (their logs tell its story)."""
+        return [job.job_id for job in self.jobs if cell_id in job.cells]
+
+
+def load_jobs(sweep_dir: Path) -> SweepJobs:
+    jobs, problems = records.read_jobs(SweepLayout(sweep_dir).jobs)
+    return SweepJobs(jobs, problems)
+
+
 def read_jobs(sweep_dir: Path) -> dict[str, str]:
-    """cell id -> the latest job id that was given that cell."""
-    owner: dict[str, str] = {}
-    path = SweepLayout(sweep_dir).jobs
-    if path.exists():
-        for line in path.read_text().splitlines():
-            entry = json.loads(line) if line.strip() else {}
-            for cell_id in entry.get("cells", []):
-                owner[cell_id] = entry["job_id"]
-    return owner
+    """cell id -> the latest job id that was given that cell (damaged lines are skipped)."""
+    return load_jobs(sweep_dir).owners
 
 
-def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """One sacct call for all arrays: task id (`A_i`) -> state; pending ranges are expanded."""
-    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
-    if not arrays or not shutil.which("sacct"):
-        return {}
-    listing = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
-        capture_output=True,
-        text=True,
-        check=False,
+# --- what the scheduler says --------------------------------------------------------------------
+
+
+@dataclass
+class SchedulerView:
+    jobs: dict[str, JobView] = field(default_factory=dict)
+    calls: int = 0  # scheduler commands run for this view
+    problems: list[str] = field(default_factory=list)
+    answered: bool = False  # sacct answered: a job it does not list is unknown to the scheduler
+
+    def job(self, job_id: str) -> JobView | None:
+        """The job's view; an empty state when sacct answered without it; None when no one
+        could say."""
+        if job_id in self.jobs:
+            return self.jobs[job_id]
+        return JobView(job_id, "") if self.answered else None
+
+
+def observe(job_ids: Iterable[str]) -> SchedulerView:
+    """Each job's state: one sacct call for every array; one squeue call only when a task is
+    pending (for its reason and restarts) or not in sacct yet (sacct lags a fresh submission)."""
+    wanted = sorted(set(job_ids))
+    view = SchedulerView()
+    if not wanted:
+        return view
+    if not shutil.which("sacct"):
+        view.problems.append("sacct not found: the jobs' states are not known here")
+        return view
+    arrays = sorted({job_id.split("_")[0] for job_id in wanted}, key=int)
+    listing = run_command(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", ",".join(arrays)], view
     )
-    states: dict[str, str] = {}
-    for line in listing.stdout.splitlines():
-        job_id, _, state = line.partition("|")
-        state = state.split()[0] if state else "UNKNOWN"
-        for task in expand_array_id(job_id):
-            states[task] = state
-    return states
+    view.answered = listing is not None
+    view.jobs = parse_sacct(listing or "", wanted)
+    unsettled = [
+        job_id
+        for job_id in wanted
+        if job_id not in view.jobs or view.jobs[job_id].word in ("PENDING", "REQUEUED")
+    ]
+    if unsettled:
+        queue = run_command(
+            ["squeue", "-h", "-r", "-O", SQUEUE_FORMAT, "-j", ",".join(arrays)], view
+        )
+        view.jobs.update(parse_squeue(queue or "", wanted))
+    return view
+
+
+def run_command(command: list[str], view: SchedulerView) -> str | None:
+    """A scheduler command's output, or None with one problem line when it cannot answer."""
+    if not shutil.which(command[0]):
+        return None
+    view.calls += 1
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        view.problems.append(f"{command[0]} did not answer in {COMMAND_TIMEOUT_S} s")
+        return None
+    if done.returncode != 0 and command[0] == "sacct":
+        first = (done.stderr.strip().splitlines() or ["no message"])[0]
+        view.problems.append(f"sacct failed: {first}")
+        return None
+    return done.stdout  # squeue exits 1 when none of the jobs is in the queue any more
+
+
+def parse_sacct(listing: str, wanted: Sequence[str]) -> dict[str, JobView]:
+    """`JobID|State|Reason` lines -> the wanted tasks' views. Pending tasks come as ranges
+    (`12_[3-5,7%2]`); a bare array id (`12`, e.g. a cancelled pending range) stands for each
+    of its tasks that has no line of its own."""
+    rows: dict[str, JobView] = {}
+    for line in listing.splitlines():
+        parts = line.split("|")
+        if len(parts) < 2 or not parts[0].strip():
+            continue
+        reason = parts[2].strip() if len(parts) > 2 and parts[2].strip() != "None" else ""
+        for task in expand_array_id(parts[0].strip()):
+            rows[task] = JobView(task, parts[1].strip() or "UNKNOWN", reason)
+    views = {}
+    for job_id in wanted:
+        own = rows.get(job_id) or rows.get(job_id.split("_")[0])
+        if own is not None:
+            views[job_id] = JobView(job_id, own.state, own.reason, own.restarts)
+    return views
+
+
+def parse_squeue(listing: str, wanted: Sequence[str]) -> dict[str, JobView]:
+    """squeue's fixed-width `JobArrayID State RestartCnt Reason` lines -> the wanted tasks."""
+    wanted_set = set(wanted)
+    views = {}
+    for line in listing.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) < 3 or parts[0] not in wanted_set:
+            continue
+        reason = parts[3].strip() if len(parts) > 3 and parts[3].strip() != "None" else ""
+        restarts = int(parts[2]) if parts[2].isdigit() else 0
+        views[parts[0]] = JobView(parts[0], parts[1], reason, restarts)
+    return views
 
 
 def expand_array_id(job_id: str) -> list[str]:
@@ -86,51 +176,62 @@ def expand_array_id(job_id: str) -> list[str]:
     tasks = []
     for part in ranges.rstrip("]").split("%")[0].split(","):
         low, _, high = part.partition("-")
-        tasks += [f"{array}_{index}" for index in range(int(low), int(high or low) + 1)]
+        if low.isdigit() and (high.isdigit() or not high):
+            tasks += [f"{array}_{index}" for index in range(int(low), int(high or low) + 1)]
     return tasks
 
 
-@dataclass
-class CellStates:
-    totals: dict[str, int]
-    lines: list[str]
+def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """job id -> the scheduler's first word for it (PENDING, RUNNING, CANCELLED, ...)."""
+    return {job_id: view.word for job_id, view in observe(job_ids).jobs.items()}
 
 
-def cell_states(sweep_dir: Path) -> CellStates:
-    """Each cell's state: its result file when there is one, else its job's SLURM state."""
+# --- the sweep's cells ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellRow:
+    cell: Cell
+    view: CellView
+    jobs: list[str]  # every job that was given the cell, oldest first
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    rows: list[CellRow]
+    warnings: list[str]  # one line per damaged file or unanswered scheduler command
+    scheduler_calls: int
+
+
+def sweep_status(sweep_dir: Path) -> SweepStatus:
+    """Each cell's truth from its folder and its latest job, in one scheduler round."""
     from mnistsweep.sweep.guard import recorded_cells
 
-    owners = read_jobs(sweep_dir)
-    scheduler = sacct_states(owners.values())
-    totals: Counter[str] = Counter()
-    lines = []
-    for cell in recorded_cells(sweep_dir):
-        result = RunFiles(run_dir(sweep_dir, cell)).read_result()
+    cells = recorded_cells(sweep_dir)
+    jobs = load_jobs(sweep_dir)
+    owners = jobs.owners
+    scheduler = observe(owners.values())
+    layout = SweepLayout(sweep_dir)
+    rows, warnings = [], [*jobs.problems, *scheduler.problems]
+    for cell in cells:
         job_id = owners.get(cell.id)
-        if result:
-            state = result["status"]
-        elif job_id is None:
-            state = "not submitted"
-        else:
-            state = cell_state_from_job(scheduler.get(job_id))
-        totals[state] += 1
-        if state != "completed":
-            detail = f"  {result['error']}" if result and result.get("error") else ""
-            lines.append(f"  {state:>13}  {job_id or '-':>10}  {cell.name}{detail}")
-    return CellStates(dict(sorted(totals.items())), lines)
+        view = derive(layout.run(cell), scheduler.job(job_id) if job_id else None)
+        warnings += view.problems
+        rows.append(CellRow(cell, view, jobs.jobs_of(cell.id)))
+    return SweepStatus(rows, warnings, scheduler.calls)
 
 
-def cell_state_from_job(state: str | None) -> str:
-    if state is None:
-        return "unknown"
-    if state in ("PENDING", "REQUEUED", "RUNNING"):
-        return state.lower()
-    if state in ENDED_STATES:
-        return f"lost ({state.lower()})"  # the job ended but the cell left no result
-    return state.lower()
+def task_logs(sweep_dir: Path, job_ids: Iterable[str]) -> list[Path]:
+    """The task logs that exist for these jobs, stderr then stdout of each."""
+    layout = SweepLayout(sweep_dir)
+    paths = [layout.task_log(job_id, stream) for job_id in job_ids for stream in ("err", "out")]
+    return [path for path in paths if path.is_file() and not path.is_symlink()]
 
 
-def wait(jobs: list, cells_finished: Callable[[], bool]) -> None:
+# --- acting on the jobs -------------------------------------------------------------------------
+
+
+def wait(jobs: list[Any], cells_finished: Callable[[], bool]) -> None:
     """Stay until every cell has a result or every task has ended, polling every few seconds."""
     job_ids = [str(job.job_id) for job in jobs]
     while not cells_finished():
@@ -140,13 +241,29 @@ def wait(jobs: list, cells_finished: Callable[[], bool]) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def cancel(sweep_dir: Path) -> list[str]:
+@dataclass(frozen=True)
+class Cancelled:
+    arrays: list[str]
+    warnings: list[str]
+
+
+def cancel_jobs(sweep_dir: Path) -> Cancelled:
     """scancel the sweep's arrays that still have tasks pending or running."""
-    owners = read_jobs(sweep_dir)
-    states = sacct_states(owners.values())
+    jobs = load_jobs(sweep_dir)
+    scheduler = observe(job.job_id for job in jobs.jobs)
     live = sorted(
-        {job_id.split("_")[0] for job_id, state in states.items() if state not in ENDED_STATES}
+        {job_id.split("_")[0] for job_id, view in scheduler.jobs.items() if view.is_live},
+        key=int,
     )
+    warnings = [*jobs.problems, *scheduler.problems]
     if live:
-        subprocess.run(["scancel", *live], check=False)
-    return live
+        done = subprocess.run(
+            ["scancel", *live], capture_output=True, text=True, check=False, timeout=60
+        )
+        warnings += [f"scancel: {line}" for line in done.stderr.strip().splitlines()[:3]]
+    return Cancelled(live, warnings)
+
+
+def cancel(sweep_dir: Path) -> list[str]:
+    """scancel the sweep's live arrays; their ids."""
+    return cancel_jobs(sweep_dir).arrays

@@ -23,9 +23,9 @@ import yaml
 
 from mnistsweep.analysis import ensemble, reference, runs, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.execute.job import run_dir
 from mnistsweep.report import figures
 from mnistsweep.sweep import guard
+from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.rundir import read_json
 from mnistsweep.train import data
 
@@ -215,7 +215,7 @@ def cell_states(sweep: Sweep) -> pd.DataFrame | None:
         if cell_id in status:
             state, error = status[cell_id], errors.get(cell_id)
         else:
-            exists = run_dir(sweep.folder, cell).is_dir()
+            exists = SweepLayout(sweep.folder).run(cell).root.is_dir()
             state, error = ("running or interrupted" if exists else "not started"), None
         rows.append({"cell": cell.name, "state": state, "error": error})
     return pd.DataFrame(rows)

@@ -8,8 +8,8 @@ launch (what to train), status, the progress bar, aggregate and the report all a
 | queued       | its job waits in the queue (or for its turn in its job)   | leaves it        |
 | training     | a process holds the cell's lock: epoch k of N             | leaves it        |
 | requeued     | the scheduler requeued its job; it will resume            | leaves it        |
-| interrupted  | epochs are committed, nothing runs it now                 | resumes it       |
-| lost         | its job ended without a result or a committed epoch       | trains it        |
+| interrupted  | epochs are committed, nothing runs it now (time limit...) | resumes it       |
+| lost         | its job ended (or vanished) with no result and no epoch   | trains it        |
 | completed    | result.json with test and validation scores               | leaves it        |
 | diverged     | the loss became NaN/inf; recorded, final                  | leaves it        |
 | failed       | result.json with the error                                | --retry-failed   |
@@ -60,7 +60,11 @@ class CellState(str, Enum):
         return self in (CellState.FAILED, CellState.LOST, CellState.DAMAGED)
 
 
-# Scheduler states, as sacct prints them, after which a job will not run again by itself.
+# Scheduler states, as sacct and squeue print them (first word: "CANCELLED by 0").
+JOB_WAITING = frozenset({"PENDING", "CONFIGURING", "SUSPENDED", "STOPPED", "RESV_DEL_HOLD"})
+JOB_RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
+JOB_REQUEUED = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SPECIAL_EXIT"})
+# After these a job will not run again by itself (a job the scheduler does not know, neither).
 JOB_ENDED = frozenset(
     {
         "COMPLETED",
@@ -74,7 +78,6 @@ JOB_ENDED = frozenset(
         "PREEMPTED",
     }
 )
-JOB_REQUEUED = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"})
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,18 @@ class JobView:
     """What the scheduler says of one job, in one call for the whole sweep."""
 
     job_id: str
-    state: str  # sacct's word: PENDING, RUNNING, COMPLETED, ...
-    reason: str = ""  # squeue's pending reason, when there is one
+    state: str  # sacct's or squeue's word: PENDING, RUNNING, COMPLETED, CANCELLED by 0, ...
+    reason: str = ""  # the pending reason, when there is one
+    restarts: int = 0  # times the job was requeued (time limit, preemption)
+
+    @property
+    def word(self) -> str:
+        return self.state.split()[0] if self.state.strip() else "UNKNOWN"
+
+    @property
+    def is_live(self) -> bool:
+        """The job will still run (or runs): its cells are not abandoned."""
+        return self.word in JOB_WAITING | JOB_RUNNING | JOB_REQUEUED
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ class CellView:
     job_id: str | None = None
     detail: str = ""  # the pending reason, the error's first line, what is damaged
     result: records.RunResult | None = None
+    problems: tuple[str, ...] = ()  # damaged files read on the way (state.json), one line each
 
 
 def derive(run: RunLayout, job: JobView | None = None) -> CellView:
@@ -101,37 +115,51 @@ def derive(run: RunLayout, job: JobView | None = None) -> CellView:
     job_id = job.job_id if job else None
     try:
         result = records.read(records.RunResult, run.result)
-    except records.DamagedRecord as damaged:
-        return CellView(CellState.DAMAGED, job_id=job_id, detail=str(damaged))
+        damaged = ""
+    except records.DamagedRecord as error:
+        result, damaged = None, str(error)
     if result is not None:
-        detail = (result.error or "").splitlines()[0] if result.error else ""
+        detail = result.error.splitlines()[0] if result.error else ""
         state = CellState(result.status)
         return CellView(state, result.metrics.epochs_run, job_id, detail, result)
-    epochs = committed_epochs(run)
+    epochs, problems = read_progress(run)
     if is_locked(run.lock):
-        return CellView(CellState.TRAINING, epochs, job_id)
+        return CellView(CellState.TRAINING, epochs, job_id, problems=problems)
+    if damaged:
+        return CellView(CellState.DAMAGED, epochs, job_id, damaged, problems=problems)
     if job is None:
-        return CellView(CellState.INTERRUPTED if epochs else CellState.NOT_STARTED, epochs)
-    if job.state == "PENDING":
-        return CellView(CellState.QUEUED, epochs, job_id, job.reason)
-    if job.state in JOB_REQUEUED:
-        return CellView(CellState.REQUEUED, epochs, job_id, job.reason)
-    if job.state == "RUNNING":  # a packed job trains its cells in turn
-        return CellView(CellState.QUEUED, epochs, job_id, "waiting for its turn in its job")
-    if job.state.split()[0] in JOB_ENDED:
-        ended = f"job {job_id} ended {job.state.split()[0]}"
-        if epochs:
-            return CellView(CellState.INTERRUPTED, epochs, job_id, ended)
-        return CellView(CellState.LOST, epochs, job_id, ended)
-    return CellView(CellState.QUEUED, epochs, job_id, job.state.lower())
+        started = CellState.INTERRUPTED if epochs else CellState.NOT_STARTED
+        return CellView(started, epochs, problems=problems)
+    state, detail = from_job(job, epochs)
+    return CellView(state, epochs, job_id, detail, problems=problems)
+
+
+def from_job(job: JobView, epochs: int) -> tuple[CellState, str]:
+    """An unlocked cell without a result, as its job's state makes it."""
+    if job.word in JOB_REQUEUED or (job.word == "PENDING" and job.restarts and epochs):
+        return CellState.REQUEUED, job.reason
+    if job.word in JOB_WAITING:
+        return CellState.QUEUED, job.reason or job.word.lower()
+    if job.word in JOB_RUNNING:  # a packed job trains its cells in turn
+        return CellState.QUEUED, f"waiting in job {job.job_id}"
+    if job.word in JOB_ENDED:
+        ended = f"job {job.job_id} ended {job.word}"
+    else:
+        ended = f"job {job.job_id} is unknown to the scheduler"
+    return (CellState.INTERRUPTED if epochs else CellState.LOST), ended
 
 
 def committed_epochs(run: RunLayout) -> int:
+    return read_progress(run)[0]
+
+
+def read_progress(run: RunLayout) -> tuple[int, tuple[str, ...]]:
+    """Committed epochs from state.json, and the problem when it is damaged (then 0)."""
     try:
         state = records.read(records.RunState, run.state)
-    except records.DamagedRecord:
-        return 0
-    return state.epochs_done if state else 0
+    except records.DamagedRecord as damaged:
+        return 0, (str(damaged),)
+    return (state.epochs_done if state else 0), ()
 
 
 def is_locked(lock: Path) -> bool:
