@@ -110,3 +110,25 @@ def test_the_full_sweep_matches_every_reference_row_with_five_seeds():
     assert set(table["status"]) == {"matched"}
     assert table["runs"].min() >= 5
     assert len(table) == len(reference.REFERENCE_ROWS) == 16
+
+
+def test_results_without_the_settings_columns_still_compare():
+    old = pd.DataFrame(
+        [
+            {
+                "status": "completed",
+                "test_accuracy": 0.97,
+                "arch": "mlp",
+                "normalization": "standardize",
+                "dropout": "default",
+                "augment": "none",
+                "l2": 0.0,
+                "epochs": 20,
+            }
+        ]
+    )
+    table, _ = reference.comparison(old)
+    mlp = row_named(table, "mlp 256-256")
+    assert mlp["status"] == "settings differ"
+    assert "batch size: tutorial 128" in mlp["differs"]
+    assert mlp["sweep_training_images"] == "54,000"

@@ -276,7 +276,7 @@ def setting_matches(reference: ReferenceRow, runs: pd.DataFrame) -> dict[str, pd
     used the whole training split (54,000 held-out-free images of 60,000, never a subset)."""
     settings = reference.settings
     every = pd.Series(True, index=runs.index)
-    subset = runs.get("train_subset", pd.Series(None, index=runs.index))
+    subset = _column(runs, "train_subset")
     return {
         "training_images": subset.isna() | (subset == "default"),
         "epochs": every if settings.epochs is None else _equal(runs, "epochs", settings.epochs),
@@ -323,10 +323,15 @@ def _with_training_images(runs: pd.DataFrame) -> pd.DataFrame:
     """The images each run trained on: its subset, else the split left after validation."""
     if runs.empty:
         return runs
-    split = pd.to_numeric(runs.get("validation_split", 0.1), errors="coerce").fillna(0.1)
+    split = pd.to_numeric(_column(runs, "validation_split"), errors="coerce").fillna(0.1)
     full = (FULL_TRAINING_SET * (1 - split)).round().astype(int)
-    subset = pd.to_numeric(runs.get("train_subset", None), errors="coerce")
+    subset = pd.to_numeric(_column(runs, "train_subset"), errors="coerce")
     return runs.assign(training_images=subset.fillna(full).astype(int))
+
+
+def _column(runs: pd.DataFrame, column: str) -> pd.Series:
+    """A config column, or one of missing values for results written before it existed."""
+    return runs[column] if column in runs.columns else pd.Series(None, index=runs.index)
 
 
 def _equal(runs: pd.DataFrame, column: str, wanted: Any) -> pd.Series:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnistsweep.cli import data, launch, results, status, train
+from mnistsweep.cli import archive, data, launch, results, status, train
 from mnistsweep.errors import MnistsweepError
 
-COMMANDS = (data, launch, train, results, status)
+COMMANDS = (data, launch, train, results, status, archive)
 
 
 def build_parser() -> argparse.ArgumentParser:
