@@ -245,7 +245,9 @@ RECORD_CONTENTS = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     job_lines=st.lists(JOB_LINES, max_size=4),
     torn_tail=st.text(max_size=20),
