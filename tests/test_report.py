@@ -1,6 +1,7 @@
 """Tables (n, mean, std, 95% interval, marginals) and the report on synthetic sweep folders."""
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -11,20 +12,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mnistsweep import fsio
 from mnistsweep.analysis import reference, runs, tables
 from mnistsweep.errors import MnistsweepError
+from mnistsweep.report import figures, history
 from mnistsweep.report.build import write_report
 from mnistsweep.sweep import guard
-from mnistsweep.sweep.layout import SweepLayout
-from mnistsweep.sweep.rundir import write_json_atomic
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
+from mnistsweep.sweep.spec import parse_spec
 from mnistsweep.train import data
 
 T_975 = {2: 12.706204736174698, 3: 4.302652729749464}  # Student's t quantiles by n (df = n-1)
 
 
 def write_result(root: Path, config: dict, test: float, val: float, **extra) -> None:
-    write_json_atomic(
-        root / "result.json",
+    fsio.write_json(
+        RunLayout(root).result,
         {
             "status": extra.get("status", "completed"),
             "cell_id": extra.get("cell_id", root.name),
@@ -123,21 +126,18 @@ def test_reference_rows_match_the_tutorials_configuration(table_runs):
 GRID = {"arch": ["linear", "mlp"], "normalization": ["raw", "standardize"], "seed": [0, 1]}
 
 
-def record_sweep(sweep_dir: Path, ensemble_top_k: int = 3) -> list:
-    write_json_atomic(
-        sweep_dir / "sweep.json",
-        {
-            "name": "synthetic",
-            "fingerprint": "x",
-            "spec_path": "sweeps/synthetic.yaml",
-            "axes": list(GRID),
-            "grid": GRID,
-            "train": {"epochs": 3, "train_subset": 2000},
-            "ensemble_top_k": ensemble_top_k,
-            "cells": 8,
-        },
-    )
-    return guard.recorded_cells(sweep_dir)
+def record_sweep(sweep_dir: Path, grid: dict | None = None, ensemble_top_k: int = 3) -> list:
+    """A launched sweep's record and spec copy, as `launch` writes them; returns its cells."""
+    document = {
+        "name": sweep_dir.name,
+        "grid": grid or GRID,
+        "train": {"epochs": 3, "train_subset": 2000},
+        "executor": {"backend": "local"},
+        "ensemble": {"top_k": ensemble_top_k},
+    }
+    spec = parse_spec(document, sweep_dir.parent / f"{sweep_dir.name}.yaml")
+    guard.record_spec(SweepLayout(sweep_dir), spec)
+    return spec.cells()
 
 
 def fake_probabilities(labels: np.ndarray, right: float, generator) -> np.ndarray:
@@ -148,26 +148,37 @@ def fake_probabilities(labels: np.ndarray, right: float, generator) -> np.ndarra
     return probabilities
 
 
+def write_history(run: RunLayout, quality: float, epochs: int = 3) -> None:
+    steps = np.linspace(-0.02, 0.005, epochs)
+    fsio.write_json(
+        run.history,
+        {
+            "loss": [0.5 - step for step in steps],
+            "accuracy": [quality + step + 0.01 for step in steps],
+            "val_loss": [0.4 - step for step in steps],
+            "val_accuracy": [quality + step for step in steps],
+            "seconds": [5.0] + [1.0] * (epochs - 1),
+        },
+    )
+
+
+def write_probabilities(run: RunLayout, mnist: data.Mnist, quality: float, generator) -> None:
+    val_labels = mnist.y_train[-6000:].astype(int)
+    for path, labels in ((run.val_probs, val_labels), (run.test_probs, mnist.y_test)):
+        probabilities = fake_probabilities(labels, quality, generator)
+        fsio.write_with(path, lambda target, values=probabilities: np.save(target, values))
+
+
 def fill_cell(sweep_dir: Path, cell, mnist: data.Mnist | None, generator) -> None:
-    root = SweepLayout(sweep_dir).run(cell).root
+    run = SweepLayout(sweep_dir).run(cell)
     quality = {"linear": 0.90, "mlp": 0.96}[cell.config["arch"]]
     quality += 0.01 * (cell.config["normalization"] == "standardize") + 0.002 * cell.config["seed"]
     write_result(
-        root,
-        dict(cell.config),
-        quality,
-        quality + 0.005,
-        cell_id=cell.id,
-        cell_name=cell.name,
+        run.root, dict(cell.config), quality, quality + 0.005, cell_id=cell.id, cell_name=cell.name
     )
-    write_json_atomic(
-        root / "history.json",
-        {"val_accuracy": [quality - 0.02, quality - 0.005, quality + 0.005], "loss": [1, 1, 1]},
-    )
+    write_history(run, quality)
     if mnist is not None:
-        val_labels = mnist.y_train[-6000:].astype(int)
-        np.save(root / "probs_val.npy", fake_probabilities(val_labels, quality, generator))
-        np.save(root / "probs_test.npy", fake_probabilities(mnist.y_test, quality, generator))
+        write_probabilities(run, mnist, quality, generator)
 
 
 @pytest.fixture(scope="module")
@@ -190,32 +201,83 @@ def image_sources(page: str) -> list[str]:
     return re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
 
 
+EXPECTED_FIGURES = {
+    "test_accuracy.png",
+    "learning_curves.png",
+    "ensemble_curves.png",
+    "per_digit_accuracy.png",
+    "confusion_matrix.png",
+    "test_digits.png",
+}
+
+
 def test_report_writes_markdown_html_figures_and_the_ensemble(full_sweep, written):
     names = {path.name for path in written}
     assert {"report.md", "report.html", "ensemble.json"} <= names
-    expected_figures = {
-        "test_accuracy.png",
-        "validation_curves.png",
-        "ensemble_curve.png",
-        "confusion_matrix.png",
-        "misclassified.png",
-    }
-    assert expected_figures <= names
+    assert names >= EXPECTED_FIGURES
     assert all(path.exists() for path in written)
     markdown = (full_sweep / "report.md").read_text()
-    for figure in expected_figures:
+    for figure in EXPECTED_FIGURES:
         assert f"](report_files/{figure})" in markdown
-    for heading in ("## Results per configuration", "### normalization", "## Top-3 ensemble"):
+    for heading in (
+        "## Results per configuration",
+        "### normalization",
+        "## Learning curves",
+        "## Ensembles",
+        "### Top-3 ensemble",
+        "### Accuracy per digit",
+        "### Test digits",
+    ):
         assert heading in markdown
     assert "Partial report" not in markdown
-    assert "linear, standardized" in markdown  # compared with the tutorial's 92.4%
     assert (full_sweep / "report_files" / "configurations.csv").exists()
+
+
+def test_the_first_lines_state_the_headline_and_the_best_configuration(full_sweep, written):
+    markdown = (full_sweep / "report.md").read_text()
+    lead = markdown.split("\n## ", 1)[0]
+    ensemble = json.loads((full_sweep / "ensemble.json").read_text())
+    assert "**Headline:**" in lead
+    assert f"{100 * ensemble['test_accuracy']:.2f}%" in lead
+    # mlp/standardize: seeds 0 and 1 at 0.97 and 0.972 -> 97.10 ± 0.14 (n = 2)
+    assert "`arch=mlp, normalization=standardize`" in lead
+    assert "97.10 ± 0.14%** (mean ± std over seeds, n = 2)" in lead
+
+
+def test_the_best_run_is_named_with_its_folder(full_sweep, written):
+    markdown = (full_sweep / "report.md").read_text()
+    best = max(
+        (path for path in (full_sweep / "runs").iterdir()),
+        key=lambda path: json.loads((path / "result.json").read_text())["metrics"][
+            "best_val_accuracy"
+        ],
+    )
+    assert "**Best single run on validation:**" in markdown
+    assert f"`{best}`" in markdown
+    assert "It has no model.keras." in markdown
+
+
+def test_steady_epoch_time_leaves_out_the_first_epoch(full_sweep, written):
+    markdown = (full_sweep / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if "steady epoch s" in line)
+    row = next(line for line in markdown.splitlines() if line.startswith("| mlp | standardize"))
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    assert cells[" first epoch s "].strip() == "5.0"
+    assert cells[" steady epoch s "].strip() == "1.0"
+
+
+def test_recorded_steady_epoch_time_wins_over_the_history():
+    past = {"seconds": [9.0, 2.0, 4.0, 3.0]}
+    assert history.steady_epoch_seconds(None, past) == 3.0
+    assert history.steady_epoch_seconds(1.5, past) == 1.5
+    assert history.steady_epoch_seconds(None, {"seconds": [9.0]}) is None
+    assert history.first_epoch_seconds(None, past) == 9.0
 
 
 def test_html_is_self_contained(full_sweep, written):
     page = (full_sweep / "report.html").read_text()
     sources = image_sources(page)
-    assert len(sources) == 5
+    assert len(sources) == len(EXPECTED_FIGURES)
     for source in sources:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -224,27 +286,101 @@ def test_html_is_self_contained(full_sweep, written):
     assert "<style>" in page
 
 
+def weak_tail_probabilities(labels: np.ndarray, strong: np.ndarray, weak: bool) -> np.ndarray:
+    """The strong run's predictions; a weak run repeats its mistakes and adds its own, so no
+    mixture can fix one of the strong run's errors and every weak member only adds loss."""
+    predicted = labels.copy()
+    predicted[strong] = (labels[strong] + 1) % 10
+    if weak:
+        extra = np.arange(len(labels)) % 5 == 0  # 20% more mistakes
+        predicted[extra] = (labels[extra] + 2) % 10
+    probabilities = np.full((len(labels), 10), 0.01, dtype=np.float32)
+    probabilities[np.arange(len(labels)), predicted] = 0.91
+    return probabilities
+
+
+def test_a_weak_tail_leaves_the_strong_run_alone_as_the_headline(tmp_path, mnist_dir):
+    """One strong MLP and three weak linear models: greedy selection keeps the strong run only,
+    and the report says no ensemble helps."""
+    sweep_dir = tmp_path / "weak-tail"
+    mnist = data.load(mnist_dir)
+    cells = record_sweep(sweep_dir, {"arch": ["linear", "mlp"], "seed": [0, 1, 2]})
+    kept = [cell for cell in cells if cell.config["arch"] == "linear"]
+    kept.append(next(cell for cell in cells if cell.config["arch"] == "mlp"))
+    val_labels, test_labels = mnist.y_train[-6000:].astype(int), mnist.y_test.astype(int)
+    for cell in kept:
+        weak = cell.config["arch"] == "linear"
+        quality = 0.78 if weak else 0.98
+        run = SweepLayout(sweep_dir).run(cell)
+        write_result(
+            run.root, dict(cell.config), quality, quality, cell_id=cell.id, cell_name=cell.name
+        )
+        write_history(run, quality)
+        for path, labels in ((run.val_probs, val_labels), (run.test_probs, test_labels)):
+            wrong = np.arange(len(labels)) % 50 == 1  # the strong run's 2% of mistakes
+            values = weak_tail_probabilities(labels, wrong, weak)
+            fsio.write_with(path, lambda target, values=values: np.save(target, values))
+    write_report(sweep_dir, data_dir=mnist_dir)
+    markdown = (sweep_dir / "report.md").read_text()
+    ensemble = json.loads((sweep_dir / "ensemble.json").read_text())
+    assert ensemble["helps"] is False and ensemble["size"] == 1
+    assert ensemble["members"][0]["arch"] == "mlp"
+    assert "No ensemble beats the best single run on validation; the headline is that run." in (
+        markdown
+    )
+    assert "**Headline:** single run, test accuracy" in markdown.split("\n## ", 1)[0]
+
+
+def test_one_epoch_curves_get_whole_epoch_ticks():
+    curve = pd.DataFrame(
+        {
+            "metric": list(history.CURVE_METRICS),
+            "epoch": [1] * 4,
+            "mean": [0.5, 0.4, 0.9, 0.91],
+            "std": [np.nan] * 4,
+            "runs": [1] * 4,
+        }
+    )
+    label = "arch=mlp, normalization=standardize, dropout=0.5, learning_rate=0.001, l2=0.0001"
+    figure = figures.learning_curves({label: curve})
+    figure.canvas.draw()
+    for axes in figure.axes:
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks == [1.0]
+    drawn = figure.get_tightbbox(figure.canvas.get_renderer())  # titles, labels, legend
+    page = figure.bbox_inches
+    assert page.x0 - 0.01 <= drawn.x0 and drawn.x1 <= page.x1 + 0.01
+    assert page.y0 - 0.01 <= drawn.y0 and drawn.y1 <= page.y1 + 0.01
+
+
 def test_a_partial_sweep_gives_a_report_that_says_what_is_missing(tmp_path):
     sweep_dir = tmp_path / "synthetic"
     cells = record_sweep(sweep_dir)
     generator = np.random.default_rng(0)
     for cell in cells[:5]:
         fill_cell(sweep_dir, cell, None, generator)
-    SweepLayout(sweep_dir).run(cells[5]).root.mkdir(parents=True)  # started, no result.json yet
+    interrupted = SweepLayout(sweep_dir).run(cells[5])
+    interrupted.create()
+    fsio.write_json(interrupted.state, {"cell_id": cells[5].id, "epochs_done": 1})
     write_report(sweep_dir, data_dir=tmp_path / "no-data")
     markdown = (sweep_dir / "report.md").read_text()
     assert "Partial report" in markdown
     assert "5 of 8 cells have a final result; 3 are missing" in markdown
-    assert f"**Running or interrupted** (1):\n\n- `{cells[5].name}`" in markdown
+    assert f"**Interrupted** (1):\n\n- `{cells[5].name}`" in markdown
     assert f"**Not started** (2):\n\n- `{cells[6].name}`\n- `{cells[7].name}`" in markdown
     assert "MNIST is not available here" in markdown  # no data: said, not failed
 
 
-def test_top_k_overrides_the_spec(tmp_path):
+def test_top_k_overrides_the_spec(tmp_path, mnist_dir):
     sweep_dir = tmp_path / "synthetic"
-    record_sweep(sweep_dir, ensemble_top_k=3)
-    write_report(sweep_dir, top_k=2, data_dir=tmp_path / "no-data")
-    assert "## Top-2 ensemble" in (sweep_dir / "report.md").read_text()
+    generator = np.random.default_rng(0)
+    mnist = data.load(mnist_dir)
+    for cell in record_sweep(sweep_dir, ensemble_top_k=3):
+        fill_cell(sweep_dir, cell, mnist, generator)
+    write_report(sweep_dir, top_k=2, data_dir=mnist_dir)
+    assert "### Top-2 ensemble" in (sweep_dir / "report.md").read_text()
+    assert json.loads((sweep_dir / "ensemble.json").read_text())["requested_top_k"] == 2
 
 
 def test_a_sweep_without_completed_runs_still_gets_a_report(tmp_path):
@@ -254,14 +390,28 @@ def test_a_sweep_without_completed_runs_still_gets_a_report(tmp_path):
     assert "No completed runs yet." in written[0].read_text()
 
 
+def test_stale_report_files_go_and_other_files_stay(tmp_path):
+    sweep_dir = tmp_path / "synthetic"
+    for cell in record_sweep(sweep_dir)[:2]:
+        fill_cell(sweep_dir, cell, None, np.random.default_rng(0))
+    files = SweepLayout(sweep_dir).report_files
+    files.mkdir()
+    (files / "old_figure.png").write_bytes(b"old")
+    (files / "notes.txt").write_text("mine")
+    write_report(sweep_dir, data_dir=tmp_path / "no-data")
+    assert not (files / "old_figure.png").exists()
+    assert (files / "notes.txt").read_text() == "mine"
+    assert (files / "learning_curves.png").exists()
+
+
 def test_user_errors_are_one_line_mnistsweep_errors(tmp_path):
     with pytest.raises(MnistsweepError, match="not a sweep folder"):
         write_report(tmp_path)
     with pytest.raises(MnistsweepError, match="no such sweep folder"):
         write_report(tmp_path / "missing")
-    record_sweep(tmp_path)
+    record_sweep(tmp_path / "sweep")
     with pytest.raises(MnistsweepError, match="--top-k"):
-        write_report(tmp_path, top_k=0)
+        write_report(tmp_path / "sweep", top_k=0)
 
 
 def test_the_report_does_not_import_tensorflow(tmp_path):
@@ -277,28 +427,38 @@ def test_the_report_does_not_import_tensorflow(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_the_html_renders_offline_in_headless_chromium(full_sweep, written, tmp_path):
+def chromium(page: Path, profile: Path, *arguments: str) -> subprocess.CompletedProcess:
     browser = shutil.which("chromium")
     if browser is None:
         pytest.skip("chromium is not on PATH (Debian: apt-get install -y chromium)")
-    screenshot = tmp_path / "report.png"
-    subprocess.run(
+    return subprocess.run(
         [
             browser,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--no-first-run",
             "--disable-background-networking",
             "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={screenshot}",
-            "--window-size=1200,3000",
-            (full_sweep / "report.html").as_uri(),
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *arguments,
+            page.as_uri(),
         ],
         check=True,
         capture_output=True,
+        text=True,
         timeout=120,
+    )
+
+
+def test_the_html_renders_offline_in_headless_chromium(full_sweep, written, tmp_path):
+    screenshot = tmp_path / "report.png"
+    chromium(
+        full_sweep / "report.html",
+        tmp_path / "profile",
+        f"--screenshot={screenshot}",
+        "--window-size=1200,3000",
     )
     from matplotlib.image import imread
 

@@ -6,11 +6,13 @@ no display is needed, no global state is touched, and nothing stays open after a
 
 from __future__ import annotations
 
+import io
+import textwrap
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -20,16 +22,28 @@ DPI = 110
 WIDTH = 9.0  # inches: 990 pixels, the report's column width
 
 
-def new_figure(height: float, width: float = WIDTH, layout: str | None = "constrained") -> Figure:
-    figure = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+def new_figure(height: float, width: float = WIDTH) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
-def save(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=DPI)
-    return path
+def png(figure: Figure) -> bytes:
+    """The figure as PNG bytes: written through fsio by the caller, and inlined in the HTML."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def wrapped(label: str, width: int = 42, lines: int = 2) -> str:
+    """A long configuration name on at most `lines` lines, so it never eats the plot."""
+    return textwrap.fill(label, width, max_lines=lines, placeholder=" …")
+
+
+def integer_epochs(axes: Axes, last_epoch: int) -> None:
+    """Whole epochs only: a one-epoch run gets the tick 1, not 0.96, 0.98, 1.00..."""
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.set_xlim(0.5, max(last_epoch, 1) + 0.5)
 
 
 def configuration_accuracy(
@@ -39,7 +53,7 @@ def configuration_accuracy(
 
     `table` is in report order (best validation mean first), drawn top to bottom.
     """
-    figure = new_figure(height=1.2 + 0.32 * len(table))
+    figure = new_figure(height=1.6 + 0.42 * len(table))
     axes = figure.add_subplot()
     positions = np.arange(len(table))[::-1]
     for position, label in zip(positions, labels, strict=True):
@@ -57,54 +71,112 @@ def configuration_accuracy(
         label="mean ± std over seeds",
     )
     axes.scatter([], [], s=14, color="0.55", label="one seed")
-    axes.set_yticks(positions, labels)
+    axes.set_yticks(positions, [wrapped(label) for label in labels], fontsize="small")
     axes.set_xlabel("test accuracy")
     axes.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     axes.set_ylabel("configuration")
     axes.grid(axis="x", alpha=0.3)
-    axes.legend(loc="lower right", fontsize="small")
-    axes.set_title("Test accuracy per configuration (best validation mean at the top)")
-    return figure
-
-
-def validation_curves(curves: Mapping[str, pd.DataFrame]) -> Figure:
-    """Validation accuracy per epoch: each configuration's mean over seeds with a ± std band.
-
-    Each frame has columns epoch (1-based), mean, std and runs.
-    """
-    figure = new_figure(height=5.0 + 0.2 * ((len(curves) + 1) // 2))
-    axes = figure.add_subplot()
-    colors = [f"C{index % 10}" for index in range(len(curves))]
-    for (label, curve), color in zip(curves.items(), colors, strict=True):
-        axes.plot(curve["epoch"], curve["mean"], marker="o", markersize=3, color=color, label=label)
-        spread = curve["std"].fillna(0)
-        axes.fill_between(
-            curve["epoch"], curve["mean"] - spread, curve["mean"] + spread, color=color, alpha=0.2
-        )
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("validation accuracy")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
-    axes.grid(alpha=0.3)
     figure.legend(loc="outside lower center", ncols=2, fontsize="small")
-    axes.set_title("Validation accuracy per epoch (mean ± std over seeds)")
+    axes.set_title("Test accuracy per configuration\n(best validation mean at the top)")
     return figure
 
 
-def ensemble_curve(curve: pd.DataFrame, chosen_k: int) -> Figure:
-    """Ensemble accuracy as members are added in validation order: where adding stops helping."""
-    figure = new_figure(height=4.0)
+CURVE_PANELS = {
+    "loss": "Training loss",
+    "val_loss": "Validation loss",
+    "accuracy": "Training accuracy",
+    "val_accuracy": "Validation accuracy",
+}
+
+
+def learning_curves(curves: Mapping[str, pd.DataFrame]) -> Figure:
+    """Training and validation loss and accuracy per epoch, one line per configuration (the
+    mean over seeds) with a ± std band. Each frame has columns metric, epoch, mean, std."""
+    figure = new_figure(height=7.0 + 0.25 * len(curves))
+    panels = figure.subplots(2, 2, sharex=True)
+    last_epoch = max(int(curve["epoch"].max()) for curve in curves.values())
+    for axes, (metric, title) in zip(panels.flat, CURVE_PANELS.items(), strict=True):
+        for index, (label, curve) in enumerate(curves.items()):
+            rows = curve[curve["metric"] == metric]
+            color = f"C{index % 10}"
+            axes.plot(
+                rows["epoch"],
+                rows["mean"],
+                marker="o",
+                markersize=3,
+                color=color,
+                label=wrapped(label, width=60, lines=1),
+            )
+            spread = rows["std"].fillna(0)
+            axes.fill_between(
+                rows["epoch"],
+                rows["mean"] - spread,
+                rows["mean"] + spread,
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+            )
+        axes.set_title(title, fontsize="medium")
+        axes.grid(alpha=0.3)
+        integer_epochs(axes, last_epoch)
+        if "accuracy" in metric:
+            axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    for axes in panels[1]:
+        axes.set_xlabel("epoch")
+    handles, labels = panels[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
+    figure.suptitle("Learning curves: mean ± std over seeds, per configuration")
+    return figure
+
+
+def ensemble_curves(
+    greedy: pd.DataFrame, greedy_size: int | None, top_k: pd.DataFrame, top_k_size: int | None
+) -> Figure:
+    """Left: greedy selection step by step; right: the top-k ensemble against k. Validation
+    chose every point marked; test only scores it."""
+    figure = new_figure(height=4.2)
+    left, right = figure.subplots(1, 2, sharey=True)
+    for axes, curve, x, chosen, title, xlabel in (
+        (left, greedy, "step", greedy_size, "Greedy selection", "step (one run added)"),
+        (right, top_k, "k", top_k_size, "Top-k by validation", "k (best validation first)"),
+    ):
+        axes.set_title(title, fontsize="medium")
+        axes.grid(alpha=0.3)
+        if curve.empty:
+            axes.text(0.5, 0.5, "not computed", ha="center", va="center", transform=axes.transAxes)
+            continue
+        axes.plot(curve[x], curve["val_accuracy"], marker="o", markersize=4, label="validation")
+        axes.plot(curve[x], curve["test_accuracy"], marker="s", markersize=4, label="test")
+        if chosen is not None:
+            axes.axvline(chosen, color="0.5", linestyle="--", label="chosen on validation")
+        axes.set_xlabel(xlabel)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=2))
+    left.set_ylabel("ensemble accuracy")
+    handles, labels = (left if not greedy.empty else right).get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small")
+    return figure
+
+
+def per_class_accuracy(accuracies: Mapping[str, np.ndarray]) -> Figure:
+    """Test accuracy of each digit class, one bar group per class, one bar per model."""
+    figure = new_figure(height=4.2)
     axes = figure.add_subplot()
-    axes.plot(curve["k"], curve["val_accuracy"], marker="o", label="validation")
-    axes.plot(curve["k"], curve["test_accuracy"], marker="s", label="test")
-    axes.axvline(chosen_k, color="0.5", linestyle="--", label=f"best k on validation ({chosen_k})")
-    axes.set_xlabel("k (members, best validation accuracy first)")
-    axes.set_ylabel("ensemble accuracy")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=2))
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    axes.set_title("Top-k ensemble: accuracy against k")
+    classes = np.arange(10)
+    width = 0.8 / max(len(accuracies), 1)
+    lowest = 1.0
+    for index, (label, values) in enumerate(accuracies.items()):
+        offset = (index - (len(accuracies) - 1) / 2) * width
+        axes.bar(classes + offset, values, width, label=wrapped(label, width=70, lines=1))
+        lowest = min(lowest, float(np.min(values)))
+    axes.set_xticks(classes)
+    axes.set_xlabel("digit")
+    axes.set_ylabel("test accuracy")
+    axes.set_ylim(max(0.0, lowest - 0.02), 1.0)
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title("Test accuracy per digit", fontsize="medium")
+    figure.legend(loc="outside lower center", ncols=1, fontsize="small")
     return figure
 
 
@@ -124,42 +196,41 @@ def confusion_matrix(matrix: np.ndarray) -> Figure:
     axes.set_yticks(classes)
     axes.set_xlabel("predicted label")
     axes.set_ylabel("true label")
-    axes.set_title("Ensemble confusion matrix (test set)")
+    axes.set_title("Confusion matrix of the headline (test set)")
     figure.colorbar(image, ax=axes, label="images (log scale)", shrink=0.8)
     return figure
 
 
-def misclassified_digits(
-    images: np.ndarray,
-    true_labels: np.ndarray,
-    predicted_labels: np.ndarray,
-    confidences: np.ndarray,
-    columns: int = 8,
+def digit_panels(
+    panels: Mapping[str, tuple[np.ndarray, Sequence[str]]], columns: int = 6
 ) -> Figure:
-    """A grid of test digits the ensemble got wrong, each titled with its true and predicted
-    label and the ensemble's probability for the prediction.
+    """Panels of test digits side by side (correct ones, mistakes), each digit captioned.
 
-    The digits are tiled into one image on one axes: a subplot per digit costs seconds to lay out.
+    Each panel is one mosaic image on one axes: a subplot per digit costs seconds to lay out.
     """
-    side, label_band, gap = images.shape[1], 13, 5
-    cell_height, cell_width = side + label_band, side + gap
-    rows = max(1, int(np.ceil(len(images) / columns)))
-    mosaic = np.zeros((rows * cell_height, columns * cell_width), dtype=images.dtype)
-    figure = new_figure(height=WIDTH * mosaic.shape[0] / mosaic.shape[1] + 0.5)
-    axes = figure.add_subplot()
-    for index, image in enumerate(images):
-        top = (index // columns) * cell_height + label_band
-        left = (index % columns) * cell_width + gap // 2
-        mosaic[top : top + side, left : left + side] = image
-        axes.text(
-            left + side / 2,
-            top - 1.5,
-            f"true {true_labels[index]} → {predicted_labels[index]}\np = {confidences[index]:.2f}",
-            ha="center",
-            va="bottom",
-            fontsize=9,
-        )
-    axes.imshow(mosaic, cmap="gray_r", interpolation="nearest")
-    axes.set_axis_off()
-    axes.set_title("Misclassified test digits (most confident mistakes first)")
+    figure = new_figure(height=0.5, width=WIDTH)
+    rows = max(1, max(int(np.ceil(len(images) / columns)) for images, _ in panels.values()))
+    side, band, gap = 28, 16, 6
+    cell_height, cell_width = side + band, side + gap
+    figure.set_figheight(WIDTH / len(panels) * rows * cell_height / (columns * cell_width) + 0.8)
+    for axes, (title, (images, captions)) in zip(
+        np.atleast_1d(figure.subplots(1, len(panels))), panels.items(), strict=True
+    ):
+        mosaic = np.zeros((rows * cell_height, columns * cell_width), dtype=np.uint8)
+        for index, image in enumerate(images):
+            top = (index // columns) * cell_height + band
+            left = (index % columns) * cell_width + gap // 2
+            mosaic[top : top + side, left : left + side] = image
+            axes.text(
+                left + side / 2,
+                top - 1.5,
+                captions[index],
+                ha="center",
+                va="bottom",
+                fontsize=7.5,
+                linespacing=1.0,
+            )
+        axes.imshow(mosaic, cmap="gray_r", interpolation="nearest")
+        axes.set_axis_off()
+        axes.set_title(title, fontsize="medium")
     return figure
