@@ -79,6 +79,11 @@ class RunLayout:
     def best_weights_of(self, epoch: int) -> Path:
         return self.root / f"best-{epoch:04d}.weights.h5"
 
+    def training_state_after(self, epochs_done: int) -> Path:
+        """Every model and optimizer variable after `epochs_done` epochs: the exact resume point
+        (and, while its validation loss is the lowest, the best state too)."""
+        return self.root / f"checkpoint-{epochs_done:04d}.npz"
+
     def named(self, name: str | None) -> Path:
         """A file that a record names: kept inside this folder whatever the record says."""
         return self.root / (Path(name).name if name else "missing")
@@ -87,7 +92,7 @@ class RunLayout:
         """Where a failed attempt's record is kept aside before a retry."""
         return path.with_name(f"failed-{stamp}-{path.name}")
 
-    TRAINING_FILES = ("checkpoint-*.keras", "best-*.weights.h5", ".tmp-*")
+    TRAINING_FILES = ("checkpoint-*.keras", "checkpoint-*.npz", "best-*.weights.h5", ".tmp-*")
 
     def create(self) -> Path:
         return fsio.ensure_dir(self.root, self.sweep_root)

@@ -121,6 +121,14 @@ class RunTiming(Record):
     total_seconds: float | None = None
     wall_seconds_this_attempt: float | None = None
     finished: str | None = None
+    # The first epoch of an attempt also traces and compiles; the median of the others is the
+    # steady speed (None with a single epoch).
+    first_epoch_seconds: float | None = None
+    steady_epoch_seconds: float | None = None
+    peak_rss_mb: float | None = None  # the training process's peak resident memory
+    gpu_peak_mb: float | None = None  # the accelerator's peak, where the backend reports one
+    # Where this attempt's wall time went: startup, data, model, train, validation, ...
+    stages: dict[str, float] = Field(default_factory=dict)
 
 
 class RunResult(Record):
@@ -139,6 +147,7 @@ class RunResult(Record):
     env: dict[str, Any] | None = None
     error: str | None = None
     error_tail: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)  # e.g. a damaged checkpoint, retrained
 
     @model_validator(mode="after")
     def _completed_has_scores(self) -> RunResult:
