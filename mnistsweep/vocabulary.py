@@ -1,6 +1,7 @@
 """The names a spec may use, importable without Keras so that validation and `--dry-run` stay fast.
 
-`mnistsweep.train.models` builds each of these; a test checks that the two lists agree.
+`mnistsweep.train.models` and `mnistsweep.train.augment` build each of these; a test
+(tests/test_models.py) checks that the lists agree.
 """
 
 ARCHITECTURE_NAMES: tuple[str, ...] = (

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import keras
@@ -15,14 +16,14 @@ import numpy as np
 import pytest
 from keras import layers
 
-from mnistsweep.train.models import (
-    ARCHITECTURES,
+from mnistsweep.train.augment import (
     AUGMENTATIONS,
-    NORMALIZATIONS,
+    AffineRanges,
     RandomAffine,
     affine_transforms,
-    build_model,
+    augmentation_layer,
 )
+from mnistsweep.train.models import ARCHITECTURES, NORMALIZATIONS, build_model
 
 # Trainable parameters of each tutorial net, from shared/reference.md.
 REFERENCE_TRAINABLE = {
@@ -208,11 +209,47 @@ def test_augmentation_only_in_training(augment: str, x_train: np.ndarray, sample
 def test_no_augmentation_layer_for_none(x_train: np.ndarray) -> None:
     model = build_model("linear", normalization="raw", x_train=x_train, augment="none")
     assert "augmentation" not in [layer.name for layer in model.layers]
+    assert augmentation_layer("none", seed=0) is None
+
+
+def test_presets_are_the_tutorials_ranges() -> None:
+    """ImageDataGenerator's arguments in the tutorials; shear in radians, as Keras 2 read it."""
+    assert AUGMENTATIONS["standard"] == AffineRanges(10.0, 0.0, 0.3, 0.1)
+    assert AUGMENTATIONS["light"] == AffineRanges(8.0, 0.08, 0.3, 0.08)
+    assert AUGMENTATIONS["vgg"] == AffineRanges(10.0, 0.0, 0.1, 0.1)
+    layer = augmentation_layer("light", seed=7)
+    assert layer is not None and layer.get_config()["shift"] == 0.08
+    assert layer.get_config()["seed"] == 7
+
+
+def test_models_saved_before_augment_moved_still_load(
+    tmp_path: Path, x_train: np.ndarray, sample: np.ndarray
+) -> None:
+    """Older `model.keras` files name the layer's module `mnistsweep.train.models`: the
+    registered name `mnistsweep>RandomAffine` still finds it."""
+    model = build_model("linear", normalization="minmax", x_train=x_train, augment="standard")
+    saved, older = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(saved)
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(older, "w") as target:
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename == "config.json":
+                assert b'"mnistsweep.train.augment"' in content
+                content = content.replace(
+                    b'"mnistsweep.train.augment"', b'"mnistsweep.train.models"'
+                )
+            target.writestr(item, content)
+    loaded = keras.models.load_model(older)
+    assert isinstance(loaded.get_layer("augmentation"), RandomAffine)
+    np.testing.assert_array_equal(
+        loaded.predict(sample, verbose=0), model.predict(sample, verbose=0)
+    )
 
 
 def test_augmentation_is_seeded(sample: np.ndarray) -> None:
     def augmented(seed: int) -> np.ndarray:
-        layer = RandomAffine(**AUGMENTATIONS["standard"], seed=seed)
+        layer = augmentation_layer("standard", seed)
+        assert isinstance(layer, RandomAffine)
         return keras.ops.convert_to_numpy(layer(sample[..., None], training=True))
 
     np.testing.assert_array_equal(augmented(3), augmented(3))
