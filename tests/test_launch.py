@@ -47,7 +47,8 @@ def test_launch_trains_every_cell_then_relaunch_skips_them(tmp_path, tiny_spec, 
     table = pd.read_csv(tmp_path / "out" / "tiny" / "summary.csv")
     assert sorted(table["arch"]) == ["linear", "mlp"] and list(table["n"]) == [2, 2]
     assert (table["test_acc_mean"] > 0.5).all()
-    assert list((tmp_path / "out" / "tiny" / "submitit").glob("*_result.pkl"))  # via submitit
+    local_jobs = SweepLayout(tmp_path / "out" / "tiny").local_submitit
+    assert list(local_jobs.glob("*_result.pkl"))  # via submitit
     report = (tmp_path / "out" / "tiny" / "report.md").read_text()
     assert "Partial report" not in report and "## Results per configuration" in report
 
@@ -128,7 +129,7 @@ def test_dry_run_lists_cells_and_trains_nothing(tmp_path, tiny_spec, mnist_dir):
 
 def test_results_dir_from_environment(tmp_path, tiny_spec, mnist_dir, monkeypatch):
     monkeypatch.setenv("MNISTSWEEP_RESULTS", str(tmp_path / "elsewhere"))
-    from mnistsweep.__main__ import default_results_dir
+    from mnistsweep.cli.common import default_results_dir
 
     assert default_results_dir() == tmp_path / "elsewhere"
 
@@ -137,7 +138,7 @@ def test_changed_spec_under_same_name_is_refused(tmp_path, tiny_spec, mnist_dir)
     from mnistsweep.sweep import guard
 
     spec = load_spec(tiny_spec())
-    guard.record_spec(tmp_path / "out" / "tiny", spec)
+    guard.record_spec(SweepLayout(tmp_path / "out" / "tiny"), spec)
     changed = tiny_spec(epochs=2)
     result = cli("launch", str(changed), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path)
     assert result.returncode == 2

@@ -1,7 +1,8 @@
-"""Send a sweep's unfinished cells to an executor (local or SLURM) through submitit.
+"""Which cells of a sweep a launch trains, and how they are packed into jobs.
 
-Planning (which cells still need training, how they are packed into jobs) is separate from
-submitting, so `--dry-run` shows exactly what a real launch would do.
+Planning is separate from submitting (execute.slurm, execute.local), so `--dry-run` shows
+exactly what a real launch would do. A cell's state comes from sweep.state: final and failed
+cells are kept, cells that a queued or running job (or another process) covers are left to it.
 """
 
 from __future__ import annotations
@@ -9,23 +10,20 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.execute.job import CellBatch
 from mnistsweep.sweep import guard
+from mnistsweep.sweep import state as cell_state
 from mnistsweep.sweep.layout import SweepLayout
-from mnistsweep.sweep.rundir import FINAL_STATUSES, RunFiles
 from mnistsweep.sweep.spec import Cell, Spec
 
-LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would kill real trainings
+TODO = "todo"
+NOT_SELECTED = "not selected"
 
 
 @dataclass(frozen=True)
@@ -33,9 +31,13 @@ class Plan:
     spec: Spec
     backend: str
     sweep_dir: Path
-    statuses: dict[str, str]  # cell id -> completed | diverged | failed | todo
+    # cell id -> a CellState value (completed, diverged, failed, queued, training, requeued),
+    # "todo" or "not selected"
+    statuses: dict[str, str]
     batches: list[list[Cell]]  # what each job trains
     retried: frozenset[str] = frozenset()  # ids of todo cells whose last attempt failed
+    covering: Mapping[str, str] = field(default_factory=dict)  # live cell id -> its job id or ""
+    peak_rss_mb: Mapping[str, float] = field(default_factory=dict)  # arch -> most seen a cell
 
     @property
     def todo(self) -> list[Cell]:
@@ -43,6 +45,13 @@ class Plan:
 
     def count(self, status: str) -> int:
         return sum(1 for value in self.statuses.values() if value == status)
+
+    def covering_jobs(self) -> dict[str, int]:
+        """job id ("" for a process on this machine) -> how many of its cells it still covers."""
+        jobs: dict[str, int] = {}
+        for job_id in self.covering.values():
+            jobs[job_id] = jobs.get(job_id, 0) + 1
+        return jobs
 
 
 def resolve_backend(requested: str) -> str:
@@ -56,25 +65,40 @@ def resolve_backend(requested: str) -> str:
 def parse_only(spec: Spec, selections: Sequence[str]) -> dict[str, list[Any]]:
     """`--only KEY=V1,V2` (repeatable) -> {KEY: [V1, V2]}, each value one the sweep's axis takes,
     so a typo cannot silently select nothing."""
-    chosen: dict[str, list[Any]] = {}
+    from mnistsweep.sweep.spec import TRAIN_SETTINGS
+    from mnistsweep.sweep.yaml_loader import YamlError, parse_yaml, printable
+
     values = spec.axis_values
+
+    def axis_value(key: str, text: str) -> Any:
+        """The value as the axis holds it (`1` is 1.0 on a number axis), read with the safe YAML
+        loader; a value of another type never matches (`true` is not seed 1, though True == 1)."""
+        try:
+            value = TRAIN_SETTINGS[key].check(parse_yaml(text, "--only"))
+        except (YamlError, ValueError):  # not YAML, or not a value the axis could take
+            pass
+        else:
+            if any(type(taken) is type(value) and taken == value for taken in values[key]):
+                return value
+        shown = [printable("null" if v is None else str(v)) for v in values[key]]
+        more = f", ... ({len(shown)} in all)" if len(shown) > 12 else ""
+        raise MnistsweepError(
+            f"{spec.path}: --only {key}={printable(text)}: the sweep has no such value; "
+            f"allowed: {', '.join(shown[:12])}{more}"
+        )
+
+    chosen: dict[str, list[Any]] = {}
     for selection in selections:
         key, separator, listed = selection.partition("=")
         if not separator or not listed:
-            raise MnistsweepError(f"--only {selection}: expected AXIS=VALUE[,VALUE...]")
+            raise MnistsweepError(f"--only {printable(selection)}: expected AXIS=VALUE[,VALUE...]")
         if key not in values:
             raise MnistsweepError(
-                f"{spec.path}: --only {key}: not an axis of this sweep; axes: {', '.join(values)}"
+                f"{spec.path}: --only {printable(key)}: not an axis of this sweep; "
+                f"axes: {', '.join(values)}"
             )
         for text in listed.split(","):
-            value = yaml.safe_load(text)
-            if value not in values[key]:
-                allowed = ", ".join("null" if v is None else str(v) for v in values[key])
-                raise MnistsweepError(
-                    f"{spec.path}: --only {key}={text}: the sweep has no such value; "
-                    f"allowed: {allowed}"
-                )
-            chosen.setdefault(key, []).append(value)
+            chosen.setdefault(key, []).append(axis_value(key, text))
     return chosen
 
 
@@ -85,45 +109,95 @@ def plan_launch(
     retry_failed: bool = False,
     only: Mapping[str, Sequence[Any]] | None = None,
 ) -> Plan:
-    """Which cells need training (status "todo"); with `only`, the other cells are left out
-    of this launch ("not selected") and stay for a later one."""
+    """Which cells need training ("todo"); with `only`, the other cells are left out of this
+    launch ("not selected") and stay for a later one. Cells with a live job are left to it."""
     backend = resolve_backend(backend)
-    sweep_dir = results_dir / spec.name
-    guard.check_same_spec(SweepLayout(sweep_dir), spec)
+    layout = SweepLayout.of(results_dir, spec.name)
+    guard.check_same_spec(layout, spec)
+    cells = spec.cells()
+    views = cell_views(layout, cells)
     statuses: dict[str, str] = {}
     todo: list[Cell] = []
     retried: set[str] = set()
-    started = run_folders(sweep_dir)
-    for cell in spec.cells():
-        status = None
-        if cell.dirname in started:
-            status = RunFiles(SweepLayout(sweep_dir).run(cell).root).status()
-        if status in FINAL_STATUSES or (status == "failed" and not retry_failed):
-            statuses[cell.id] = status
+    covering: dict[str, str] = {}
+    for cell in cells:
+        view = views.get(cell.id)
+        state = view.state if view else cell_state.CellState.NOT_STARTED
+        failed = state is cell_state.CellState.FAILED
+        if state.is_final or (failed and not retry_failed):
+            statuses[cell.id] = str(state)
+        elif view and state.is_live:
+            statuses[cell.id] = str(state)
+            covering[cell.id] = view.job_id or ""
         elif only and any(cell.config[key] not in chosen for key, chosen in only.items()):
-            statuses[cell.id] = "not selected"
+            statuses[cell.id] = NOT_SELECTED
         else:
-            statuses[cell.id] = "todo"
+            statuses[cell.id] = TODO
             todo.append(cell)
-            if status == "failed":
+            if failed:
                 retried.add(cell.id)
     batches = pack(todo, cells_per_job(spec, backend, len(todo)))
-    return Plan(spec, backend, sweep_dir, statuses, batches, frozenset(retried))
+    peaks = peak_rss_by_arch(views.values())
+    return Plan(spec, backend, layout.root, statuses, batches, frozenset(retried), covering, peaks)
 
 
-def archive_failure(plan: Plan, cell: Cell) -> None:
+def cell_views(layout: SweepLayout, cells: Sequence[Cell]) -> dict[str, cell_state.CellView]:
+    """The state of every cell that has a run folder or a job, from one listing of the run
+    folders, jobs.jsonl and one scheduler round: a fresh sweep of 1,000 cells costs no opens."""
+    from mnistsweep.execute import scheduler
+
+    started = run_folders(layout)
+    owners = scheduler.load_jobs(layout.root).owners  # status reports damaged lines
+    scheduled = scheduler.observe(owners.values())
+    views = {}
+    for cell in cells:
+        job_id = owners.get(cell.id)
+        if cell.dirname not in started and job_id is None:
+            continue
+        job = scheduled.job(job_id) if job_id else None
+        views[cell.id] = cell_state.derive(layout.run(cell), job)
+    return views
+
+
+def peak_rss_by_arch(views: Iterable[cell_state.CellView]) -> dict[str, float]:
+    """The largest resident memory (MB) a cell of each architecture used in this sweep."""
+    peaks: dict[str, float] = {}
+    for view in views:
+        if view.result is None:
+            continue
+        peak = getattr(view.result.timing, "peak_rss_mb", None)
+        arch = view.result.config.get("arch")
+        if isinstance(peak, int | float) and isinstance(arch, str):
+            peaks[arch] = max(peaks.get(arch, 0.0), float(peak))
+    return peaks
+
+
+def archive_failure(plan: Plan, cell: Cell) -> list[tuple[Path, Path]]:
     """Before a retry: keep the failed attempt's record aside, so the new attempt's result is
-    the only result.json and the old error stays readable."""
-    RunFiles(SweepLayout(plan.sweep_dir).run(cell).root).archive_failure()
+    the only result.json and the old error stays readable. Returns (kept aside, original)."""
+    run = SweepLayout(plan.sweep_dir).run(cell)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for path in (run.result, run.error):
+        if path.exists() and not path.is_symlink():
+            aside = run.failed_attempt(path, stamp)
+            os.replace(path, aside)
+            moved.append((aside, path))
+    return moved
 
 
-def run_folders(sweep_dir: Path) -> set[str]:
-    """The run folders' names, listed once, so only cells that have one are looked at: a fresh
-    sweep of 1,000 cells costs one listing, not 1,000 failed opens (round trips on a shared
-    filesystem)."""
+def restore_failures(moved: Iterable[tuple[Path, Path]]) -> None:
+    """Undo archive_failure when the retry could not be submitted."""
+    for aside, original in moved:
+        if aside.exists() and not original.exists():
+            os.replace(aside, original)
+
+
+def run_folders(layout: SweepLayout) -> set[str]:
+    """The run folders' names, listed once (round trips on a shared filesystem are slow)."""
     try:
-        return set(os.listdir(sweep_dir / "runs"))
-    except FileNotFoundError:
+        return set(os.listdir(layout.runs))
+    except (FileNotFoundError, NotADirectoryError):
         return set()
 
 
@@ -136,50 +210,3 @@ def cells_per_job(spec: Spec, backend: str, todo: int) -> int:
 
 def pack(cells: Sequence[Cell], size: int) -> list[list[Cell]]:
     return [list(cells[start : start + size]) for start in range(0, len(cells), size)]
-
-
-def local_gpu_count() -> int:
-    """submitit's local executor hides GPUs unless told how many to pass on."""
-    if not shutil.which("nvidia-smi"):
-        return 0
-    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
-    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
-
-
-def make_local_executor(plan: Plan):
-    import submitit
-
-    executor = submitit.LocalExecutor(folder=plan.sweep_dir / "submitit")
-    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=local_gpu_count())
-    return executor
-
-
-def run_local(plan: Plan, data_dir: Path | None, progress) -> list:
-    """Run the batches as local submitit jobs, at most `local_parallel` at once."""
-    executor = make_local_executor(plan)
-    waiting = list(plan.batches)
-    running: list = []
-    finished: list = []
-    try:
-        while waiting or running:
-            while waiting and len(running) < plan.spec.executor.local_parallel:
-                running.append(
-                    executor.submit(
-                        CellBatch(),
-                        str(plan.sweep_dir),
-                        waiting.pop(0),
-                        str(data_dir) if data_dir else None,
-                        plan.spec.executor.concurrent_cells,
-                    )
-                )
-            progress()
-            time.sleep(0.5)
-            for job in [job for job in running if job.done()]:
-                running.remove(job)
-                finished.append(job)
-        progress()
-    except KeyboardInterrupt:
-        for job in running:
-            job.cancel(check=False)
-        raise
-    return finished

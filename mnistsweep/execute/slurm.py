@@ -1,82 +1,201 @@
-"""Submitting a sweep to SLURM: one job array per sweep through submitit, the code snapshot, the
-jobs record. Seeing the jobs afterwards is execute.scheduler.
+"""Submitting a sweep to SLURM through submitit's public API: the code snapshot the jobs import,
+the sbatch parameters (checked again here: every value reaches a shell script), one job array
+per chunk of batches, the jobs record; and a refused submission that leaves nothing behind.
+
+Seeing the jobs afterwards is execute.scheduler; the cluster's limits are execute.limits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-import json
+import io
+import logging
+import math
+import os
+import re
 import shlex
 import shutil
-import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.execute import scheduler
 from mnistsweep.execute.job import CellBatch
-from mnistsweep.execute.plan import Plan
+from mnistsweep.sweep import records
+from mnistsweep.sweep.layout import SweepLayout
+from mnistsweep.sweep.spec import Cell
+
+if TYPE_CHECKING:
+    import submitit
+
+    from mnistsweep.execute.plan import Plan
+
+# Set by mnistsweep or submitit for every job: overriding one breaks logs, arrays, requeueing or
+# the code snapshot. The spec refuses them too; this is the second line of defence.
+OWNED_OPTIONS = frozenset(
+    {"output", "error", "chdir", "array", "wrap", "signal", "job-name", "open-mode", "parsable"}
+    | {"wait", "comment", "nodes"}
+)
+FIRST_CLASS_OPTIONS = {
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "constraint": "constraint",
+    "time": "timeout_min",
+    "mem": "mem_gb",
+    "mem-per-cpu": "mem_gb",
+    "mem-per-gpu": "mem_gb",
+    "cpus-per-task": "cpus_per_task",
+    "gpus-per-node": "gpus_per_node",
+}
+OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SNAPSHOT_PLACEHOLDER = "<launch-time>"
 
 
-def jobs_log(sweep_dir: Path) -> Path:
-    return sweep_dir / "jobs.jsonl"
+class SubmissionRefused(MnistsweepError):
+    """sbatch said no; `submitted` holds the jobs that went out before (a later chunk refused)."""
+
+    def __init__(self, message: str, submitted: Sequence[submitit.Job[Any]] = ()) -> None:
+        super().__init__(message)
+        self.submitted = list(submitted)
 
 
-def submitit_folder(sweep_dir: Path) -> Path:
-    """submitit's files, one folder per array (`%A`): a folder per task (`%j`) costs a directory
-    creation per task at submit time, about half of submitit's own time for 1,000 tasks."""
-    return sweep_dir / "submitit" / "%A"
+# --- what reaches the sbatch script ----------------------------------------------------------
 
 
-def sbatch_parameters(plan: Plan, code_dir: Path) -> dict[str, Any]:
-    """submitit's SLURM parameters from the spec; the job imports the code snapshot first."""
-    options = plan.spec.executor.slurm
-    setup = [
-        *options.setup,
-        f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}",
+def one_line(where: str, value: object) -> str:
+    """A value bound for the sbatch script: non-empty, one line, no control character."""
+    text = str(value)
+    if not text.strip() or CONTROL.search(text):
+        raise MnistsweepError(
+            f"{where}: {text!r} is not a single-line value; sbatch options and setup lines "
+            "must be one line without control characters"
+        )
+    return text
+
+
+def checked_additional(additional: Mapping[str, object]) -> dict[str, str | int | float]:
+    """`executor.slurm.additional`, refusing the options mnistsweep sets itself."""
+    checked: dict[str, str | int | float] = {}
+    for key, value in additional.items():
+        option = key.replace("_", "-")
+        if not OPTION_NAME.fullmatch(key):
+            raise MnistsweepError(f"executor.slurm.additional: {key!r} is not an sbatch option")
+        if option in OWNED_OPTIONS:
+            raise MnistsweepError(
+                f"executor.slurm.additional.{key}: mnistsweep sets --{option} itself; remove it"
+            )
+        if option in FIRST_CLASS_OPTIONS:
+            raise MnistsweepError(
+                f"executor.slurm.additional.{key}: use executor.slurm.{FIRST_CLASS_OPTIONS[option]}"
+            )
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise MnistsweepError(f"executor.slurm.additional.{key}: expected a string or number")
+        checked[key] = value if not isinstance(value, str) else one_line(f"additional.{key}", value)
+    return checked
+
+
+def guarded_setup_line(line: str) -> str:
+    """A setup line that stops the job, with a message in its log, when it fails (a `module load`
+    of a missing module would otherwise let the job train on the wrong stack). `eval` runs it in
+    the batch shell itself, so `export`, `source` and `module load` still take effect; end a line
+    with `|| true` to let it fail."""
+    quoted = shlex.quote(line)
+    message = shlex.quote(f"mnistsweep: setup line failed: {line}")
+    return f"if ! eval {quoted}; then printf '%s\\n' {message} >&2; exit 1; fi"
+
+
+def snapshot_lines(code_dir: Path | str) -> list[str]:
+    """The job imports the snapshot, never the checkout: it runs inside the snapshot folder,
+    which comes first on PYTHONPATH, and PYTHONSAFEPATH keeps the working folder of `python -m`
+    off sys.path (Python >= 3.11; older ones have the snapshot as working folder anyway)."""
+    folder = shlex.quote(str(code_dir))
+    message = shlex.quote(f"mnistsweep: the code snapshot {code_dir} is gone")
+    return [
+        f"export PYTHONPATH={folder}${{PYTHONPATH:+:$PYTHONPATH}}",
+        "export PYTHONSAFEPATH=1",
+        f"cd {folder} || {{ printf '%s\\n' {message} >&2; exit 1; }}",
     ]
+
+
+def sbatch_parameters(plan: Plan, code_dir: Path | str) -> dict[str, Any]:
+    """submitit's SLURM parameters from the spec, every string checked to be one line."""
+    options = plan.spec.executor.slurm
+    name = plan.spec.name
+    setup = [guarded_setup_line(one_line("executor.slurm.setup", line)) for line in options.setup]
     parameters: dict[str, Any] = {
-        "job_name": f"mnistsweep-{plan.spec.name}",
+        "job_name": one_line("job name", f"mnistsweep-{name}"),
         "time": options.timeout_min,
         "cpus_per_task": options.cpus_per_task,
+        # per task: every cell the task trains at once shares it (see memory_warning)
         "mem": f"{max(1, round(options.mem_gb * 1024))}MB",
         "array_parallelism": options.array_parallelism,
         # USR2 this long before the limit: time to write the epoch checkpoint and requeue.
         "signal_delay_s": max(20, min(120, options.timeout_min * 60 // 5)),
-        "setup": setup,
-        "comment": f"mnistsweep sweep {plan.spec.name}",
+        "setup": [*setup, *snapshot_lines(one_line("code snapshot", code_dir))],
+        "comment": one_line("comment", f"mnistsweep sweep {name}"),
     }
-    for key in ("partition", "account", "qos", "constraint", "gpus_per_node"):
+    for key in ("partition", "account", "qos", "constraint"):
         value = getattr(options, key)
         if value:
-            parameters[key] = value
+            parameters[key] = one_line(f"executor.slurm.{key}", value)
+    if options.gpus_per_node:  # reaches the job as SLURM_GPUS_ON_NODE and CUDA_VISIBLE_DEVICES
+        parameters["gpus_per_node"] = options.gpus_per_node
     if options.additional:
-        parameters["additional_parameters"] = dict(options.additional)
+        parameters["additional_parameters"] = checked_additional(options.additional)
     return parameters
 
 
-def preview_script(plan: Plan) -> str:
-    """The sbatch script the first array would get (submitit's own template, nothing submitted)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+# --- memory ------------------------------------------------------------------------------------
 
-    folder = submitit_folder(plan.sweep_dir)
-    command = (
-        f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+# Resident memory of one training process when this sweep has no measurement yet (MB): Keras
+# with its backend, MNIST in memory and a tutorial net, with margin; measured peaks replace it.
+DEFAULT_CELL_MEMORY_MB = {"tensorflow": 2048.0, "jax": 1536.0, "torch": 2048.0}
+
+
+def memory_warning(plan: Plan) -> str | None:
+    """`mem_gb` is per task, shared by the cells a task trains at once: say so when the share is
+    below what one cell needs (its peak in this sweep's results, or the backend's default)."""
+    options = plan.spec.executor.slurm
+    at_once = min(plan.spec.executor.concurrent_cells, max(map(len, plan.batches), default=1))
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    default = DEFAULT_CELL_MEMORY_MB.get(backend, max(DEFAULT_CELL_MEMORY_MB.values()))
+    needs = {
+        str(cell.config.get("arch")): plan.peak_rss_mb.get(str(cell.config.get("arch")), default)
+        for cell in plan.todo
+    }
+    if not needs:
+        return None
+    arch, need_mb = max(needs.items(), key=lambda item: item[1])
+    share_mb = options.mem_gb * 1024 / at_once
+    if share_mb >= need_mb:
+        return None
+    source = "measured in this sweep" if arch in plan.peak_rss_mb else f"{backend} default"
+    wanted = math.ceil(need_mb * at_once / 1024)
+    return (
+        f"executor.slurm.mem_gb {options.mem_gb:g} is per task, shared by {at_once} cells "
+        f"trained at once: {share_mb / 1024:.1f} GB a cell, below the {need_mb / 1024:.1f} GB "
+        f"one {arch} cell needs ({source}); ask for mem_gb: {wanted} or lower concurrent_cells"
     )
-    parameters = sbatch_parameters(plan, plan.sweep_dir / "code" / "<launch-time>")
-    count = min(len(plan.batches), scheduler.max_array_size() or len(plan.batches))
-    return _make_sbatch_string(
-        command=command, folder=folder, map_count=count or None, **parameters
-    )
 
 
-def snapshot_code(sweep_dir: Path) -> Path:
-    """Copy the package as it is now, so edits to the checkout cannot change queued jobs."""
+# --- the code snapshot -------------------------------------------------------------------------
+
+
+def snapshot_code(layout: SweepLayout) -> Path:
+    """Copy the package as it is now, so edits to the checkout cannot change queued jobs.
+
+    A plain copy of the package folder (about 30 ms), not submitit's RsyncSnapshot: that one
+    clones the whole git repository, misses files not yet added to git, needs rsync and changes
+    the launcher's working folder."""
     import mnistsweep
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    target = sweep_dir / "code" / stamp
+    target = layout.create(layout.code_snapshot(stamp))
     shutil.copytree(
         Path(mnistsweep.__file__).parent,
         target / "mnistsweep",
@@ -85,45 +204,182 @@ def snapshot_code(sweep_dir: Path) -> Path:
     return target
 
 
-def submit(plan: Plan, data_dir: Path | None) -> list:
-    """Submit the batches as few arrays as MaxArraySize allows; record which job has which cells."""
+# --- submitting ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_submitit() -> Iterator[None]:
+    """submitit logs and prints sbatch's raw complaint; the launch says it once, in one line."""
+    logger = logging.getLogger("submitit")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def sbatch_reason(error: BaseException) -> str:
+    """sbatch's last line, without its `sbatch: error:` prefix."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    return re.sub(r"^sbatch: error:\s*", "", last)
+
+
+def make_executor(folder: Path, parameters: Mapping[str, Any]) -> submitit.SlurmExecutor:
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=submitit_folder(plan.sweep_dir))
-    executor.update_parameters(**sbatch_parameters(plan, snapshot_code(plan.sweep_dir)))
-    limit = scheduler.max_array_size() or len(plan.batches)
-    jobs: list = []
+    executor = submitit.SlurmExecutor(folder=folder)
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit_chunk(
+    executor: submitit.SlurmExecutor,
+    plan: Plan,
+    chunk: Sequence[list[Cell]],
+    data_dir: Path | None,
+) -> list[submitit.Job[Any]]:
+    """One sbatch call: an array for several batches, a plain job for one (as submitit does)."""
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    sweep_dir = str(plan.sweep_dir.absolute())  # the job runs in the snapshot folder
+    data = str(data_dir.absolute()) if data_dir else None
+    concurrent = plan.spec.executor.concurrent_cells
+    jobs: list[submitit.Job[Any]] = []
     try:
-        for start in range(0, len(plan.batches), limit):
-            with executor.batch():
-                for batch in plan.batches[start : start + limit]:
-                    jobs.append(
-                        executor.submit(
-                            CellBatch(),
-                            str(plan.sweep_dir),
-                            batch,
-                            str(data_dir) if data_dir else None,
-                            plan.spec.executor.concurrent_cells,
-                        )
-                    )
-    except submitit.core.utils.FailedJobError as error:
-        last = str(error).strip().splitlines()[-1]
-        raise MnistsweepError(f"sbatch refused the sweep {plan.spec.name}: {last}") from None
-    record_jobs(plan, jobs)
+        with quiet_submitit(), executor.batch():
+            for batch in chunk:
+                jobs.append(executor.submit(CellBatch(), sweep_dir, batch, data, concurrent))
+    except (FailedJobError, FailedSubmissionError, OSError) as error:
+        raise SubmissionRefused(
+            f"sbatch refused the sweep {plan.spec.name}: {sbatch_reason(error)}"
+        ) from None
     return jobs
 
 
-def record_jobs(plan: Plan, jobs: list) -> None:
+def chunks(batches: Sequence[list[Cell]], size: int) -> list[Sequence[list[Cell]]]:
+    return [batches[start : start + size] for start in range(0, len(batches), max(1, size))]
+
+
+@dataclass
+class Submission:
+    jobs: list[submitit.Job[Any]] = field(default_factory=list)
+    batches: list[list[Cell]] = field(default_factory=list)  # what the jobs train, in order
+
+    @property
+    def arrays(self) -> list[str]:
+        return sorted({str(job.job_id).split("_")[0] for job in self.jobs}, key=int)
+
+
+def submit(
+    plan: Plan,
+    data_dir: Path | None,
+    batches: Sequence[list[Cell]],
+    max_array_size: int | None,
+) -> Submission:
+    """Submit `batches` in as few arrays as MaxArraySize allows; record which job has which
+    cells. A refusal removes what it created (the snapshot and submitit's files when nothing
+    went out) and raises SubmissionRefused naming sbatch's reason."""
+    layout = SweepLayout(plan.sweep_dir)
+    submission = Submission()
+    with leaves_nothing_behind(layout, submission):
+        code_dir = snapshot_code(layout)
+        executor = make_executor(layout.submitit, sbatch_parameters(plan, code_dir))
+        # MaxArraySize N: indices 0..N-1, so at most N tasks per array
+        for chunk in chunks(batches, max_array_size or len(batches)):
+            try:
+                jobs = submit_chunk(executor, plan, chunk, data_dir)
+            except SubmissionRefused as refused:
+                raise SubmissionRefused(str(refused), submission.jobs) from None
+            submission.jobs += jobs
+            submission.batches += chunk
+            record_jobs(layout, jobs, chunk)
+    return submission
+
+
+@contextlib.contextmanager
+def leaves_nothing_behind(layout: SweepLayout, submission: Submission) -> Iterator[None]:
+    """On an error, delete what this submission created that no submitted job uses: the code
+    snapshot (kept once a job went out: the queued jobs import it), submitit's pickles and
+    submission files, and the folders it created for them."""
+    folders = (layout.submitit.parent, layout.code_snapshot(SNAPSHOT_PLACEHOLDER).parent)
+    before = {folder: entries(folder) for folder in folders}
+    try:
+        yield
+    except BaseException:
+        for folder, existing in before.items():
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for name in (entries(folder) or frozenset()) - (existing or frozenset()):
+                path = folder / name
+                if path.is_symlink() or not path.is_dir():
+                    path.unlink(missing_ok=True)
+                elif not submission.jobs:
+                    shutil.rmtree(path, ignore_errors=True)
+            if existing is None and not entries(folder):
+                folder.rmdir()
+        raise
+
+
+def entries(folder: Path) -> frozenset[str] | None:
+    """The names in `folder`; None when there is no such folder."""
+    try:
+        return frozenset(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def record_jobs(
+    layout: SweepLayout, jobs: Sequence[submitit.Job[Any]], chunk: Sequence[list[Cell]]
+) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    with jobs_log(plan.sweep_dir).open("a") as log:
-        for job, batch in zip(jobs, plan.batches, strict=True):
-            log.write(
-                json.dumps(
-                    {"job_id": job.job_id, "cells": [cell.id for cell in batch], "submitted": stamp}
-                )
-                + "\n"
-            )
+    for job, batch in zip(jobs, chunk, strict=True):
+        records.append_job(
+            layout.jobs,
+            records.JobRecord(job_id=str(job.job_id), cells=[c.id for c in batch], submitted=stamp),
+        )
 
 
-def array_ids(jobs: Iterable) -> list[str]:
-    return sorted({str(job.job_id).split("_")[0] for job in jobs}, key=int)
+# --- the dry run -----------------------------------------------------------------------------
+
+
+FAKE_SBATCH = """#!/bin/sh
+# Records the script it is given instead of submitting it (mnistsweep's dry run).
+cat "$1" > {record}
+echo "Submitted batch job 1"
+"""
+
+
+def render_script(plan: Plan, data_dir: Path | None, count: int) -> str:
+    """The sbatch script of the first sbatch call a launch makes, exactly as submitit writes
+    it: submitit runs its public submit path against a stand-in `sbatch` that keeps the script,
+    in a scratch folder whose name is then replaced by the sweep folder's."""
+    layout = SweepLayout(plan.sweep_dir)
+    with tempfile.TemporaryDirectory(prefix="mnistsweep-dry-run-") as scratch_name:
+        scratch = Path(scratch_name)
+        tools = scratch / "bin"
+        tools.mkdir()
+        record = scratch / "script.sh"
+        stand_ins = {"sbatch": FAKE_SBATCH.format(record=shlex.quote(str(record))), "srun": ""}
+        for tool, text in stand_ins.items():
+            (tools / tool).write_text(text or "#!/bin/sh\nexit 1\n")
+            (tools / tool).chmod(0o755)
+        code_dir = layout.code_snapshot(SNAPSHOT_PLACEHOLDER).absolute()
+        scratch_layout = SweepLayout(scratch / "sweep")
+        with path_first(tools):
+            executor = make_executor(scratch_layout.submitit, sbatch_parameters(plan, code_dir))
+            submit_chunk(executor, plan, plan.batches[:count], data_dir)
+        script = record.read_text()
+    return script.replace(str(scratch_layout.root), str(layout.root.absolute()))
+
+
+@contextlib.contextmanager
+def path_first(folder: Path) -> Iterator[None]:
+    original = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{folder}{os.pathsep}{original}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = original

@@ -1,0 +1,130 @@
+"""The cluster's limits on what one may queue, read where readable, so a large sweep is sent in
+pieces the cluster accepts instead of being refused whole.
+
+- MaxArraySize (`scontrol show config`): an array's indices are 0..MaxArraySize-1.
+- MaxJobCount (`scontrol show config`): jobs slurmctld holds at once, all users together.
+- MaxSubmitJobs (`sacctmgr`: the user's associations, and the QOS's MaxSubmitJobsPerUser): the
+  user's pending and running jobs, every array task counted; enforced only with
+  `AccountingStorageEnforce=limits`.
+
+Every reader returns None for "unknown" (no SLURM here, or no permission), never raises.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class ClusterLimits:
+    max_array_size: int | None = None
+    max_job_count: int | None = None
+    max_submit_jobs: int | None = None  # per user: the tightest association or QOS limit
+    enforced: bool = False  # whether AccountingStorageEnforce applies MaxSubmitJobs
+
+    def room(self, own_jobs: int, all_jobs: int) -> int | None:
+        """How many more jobs (array tasks) may be queued now; None when nothing limits it."""
+        rooms = []
+        if self.max_submit_jobs is not None and self.enforced:
+            rooms.append(self.max_submit_jobs - own_jobs)
+        if self.max_job_count is not None:
+            rooms.append(self.max_job_count - all_jobs)
+        return max(0, min(rooms)) if rooms else None
+
+    def describe(self) -> str:
+        shown = {
+            "MaxArraySize": self.max_array_size,
+            "MaxJobCount": self.max_job_count,
+            "MaxSubmitJobs": self.max_submit_jobs if self.enforced else None,
+        }
+        return ", ".join(f"{key}={value}" for key, value in shown.items() if value is not None)
+
+
+def run(command: Sequence[str]) -> str | None:
+    """A SLURM client's standard output, or None when it is missing or fails."""
+    if not shutil.which(command[0]):
+        return None
+    try:
+        done = subprocess.run(
+            list(command), capture_output=True, text=True, check=False, timeout=TIMEOUT_SECONDS
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """`scontrol show config`'s `Key = Value` lines as a mapping."""
+    settings = {}
+    for line in text.splitlines():
+        key, separator, value = line.partition("=")
+        if separator:
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def positive(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() and int(text) > 0 else None
+
+
+def tightest(values: Iterable[str]) -> int | None:
+    """The smallest limit among sacctmgr's fields (empty means unlimited)."""
+    limits = [number for number in map(positive, values) if number is not None]
+    return min(limits) if limits else None
+
+
+def qos_limit(listing: str, qos_names: Iterable[str]) -> int | None:
+    """MaxSubmitJobsPerUser of the QOS the jobs use, from `Name|MaxSubmitPU` lines."""
+    wanted = set(qos_names)
+    return tightest(
+        fields[1]
+        for fields in (line.split("|") for line in listing.splitlines())
+        if len(fields) >= 2 and fields[0] in wanted
+    )
+
+
+def user() -> str:
+    return os.environ.get("USER") or getpass.getuser()
+
+
+def read_limits(qos: str | None = None) -> ClusterLimits:
+    """The limits that apply to this user's jobs (of QOS `qos`, else the QOS `normal`)."""
+    config = parse_config(run(["scontrol", "show", "config"]) or "")
+    associations = run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user()}", "format=MaxSubmitJobs"]
+    )
+    qos_listing = run(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU"])
+    submit_limits = [
+        tightest((associations or "").splitlines()),
+        qos_limit(qos_listing or "", [qos or "normal"]),
+    ]
+    known = [limit for limit in submit_limits if limit is not None]
+    enforce = config.get("AccountingStorageEnforce", "none").lower()
+    return ClusterLimits(
+        max_array_size=positive(config.get("MaxArraySize")),
+        max_job_count=positive(config.get("MaxJobCount")),
+        max_submit_jobs=min(known) if known else None,
+        enforced="limits" in enforce or "qos" in enforce,
+    )
+
+
+def queued_jobs(listing: str | None = None) -> tuple[int, int]:
+    """(this user's jobs, everyone's jobs) in the queue, every array task counted once."""
+    if listing is None:
+        listing = run(["squeue", "-h", "-r", "-o", "%u"]) or ""
+    owners = [line.strip() for line in listing.splitlines() if line.strip()]
+    return sum(1 for owner in owners if owner == user()), len(owners)
+
+
+def room_now(limits: ClusterLimits) -> int | None:
+    """How many more jobs may be queued right now (one squeue call); None: no limit known."""
+    if limits.room(0, 0) is None:
+        return None
+    return limits.room(*queued_jobs())

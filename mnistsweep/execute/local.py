@@ -1,0 +1,77 @@
+"""Running a sweep's batches on this machine through submitit's local executor: the same
+`CellBatch` as on SLURM, at most `local_parallel` jobs at once, every GPU passed on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mnistsweep.execute.job import CellBatch
+from mnistsweep.sweep.layout import SweepLayout
+
+if TYPE_CHECKING:
+    import submitit
+
+    from mnistsweep.execute.plan import Plan
+
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would kill real trainings
+POLL_SECONDS = 0.5
+
+
+def local_gpu_count() -> int:
+    """submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES="") unless told how many
+    to pass on; a job then sees them all and CellBatch spreads its workers over them."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def make_local_executor(plan: Plan) -> submitit.LocalExecutor:
+    import submitit
+
+    layout = SweepLayout(plan.sweep_dir)
+    executor = submitit.LocalExecutor(folder=layout.create(layout.local_submitit))
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=local_gpu_count())
+    return executor
+
+
+def run_local(
+    plan: Plan, data_dir: Path | None, progress: Callable[[], object]
+) -> list[submitit.Job[Any]]:
+    """Run the batches as local submitit jobs, at most `local_parallel` at once."""
+    executor = make_local_executor(plan)
+    waiting = list(plan.batches)
+    running: list[submitit.Job[Any]] = []
+    finished: list[submitit.Job[Any]] = []
+    sweep_dir = str(plan.sweep_dir.absolute())
+    data = str(data_dir.absolute()) if data_dir else None
+    try:
+        while waiting or running:
+            while waiting and len(running) < plan.spec.executor.local_parallel:
+                batch = waiting.pop(0)
+                running.append(
+                    executor.submit(
+                        CellBatch(), sweep_dir, batch, data, plan.spec.executor.concurrent_cells
+                    )
+                )
+            progress()
+            time.sleep(POLL_SECONDS)
+            for job in [job for job in running if job.done()]:
+                running.remove(job)
+                finished.append(job)
+        progress()
+    except KeyboardInterrupt:
+        for job in running:
+            job.cancel(check=False)
+        raise
+    return finished
