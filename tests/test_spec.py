@@ -8,7 +8,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.sweep.spec import MAX_CELLS, TRAIN_SETTINGS, SpecError, load_spec, parse_spec
+from mnistsweep.sweep.spec import (
+    MAX_CELLS,
+    TRAIN_SETTINGS,
+    GridBlock,
+    SpecError,
+    TrainConfig,
+    load_spec,
+    parse_spec,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,3 +194,51 @@ def test_errors_in_a_grid_of_the_list_name_its_index(tmp_path):
     document = {"name": "u", "grid": [{"arch": ["linear"]}, {"arch": ["resnet"]}]}
     with pytest.raises(SpecError, match=r"grid\[1\]\.arch\[0\]: got 'resnet'"):
         parse_spec(document, tmp_path / "u.yaml")
+
+
+def test_grid_axes_and_train_settings_come_from_one_schema():
+    """A train key added to TrainConfig must also be a grid axis (GridBlock), with its type."""
+    assert list(GridBlock.model_fields) == list(TrainConfig.model_fields) == list(TRAIN_SETTINGS)
+    assert TRAIN_SETTINGS["seed"].check(3) == 3
+    with pytest.raises(ValueError):
+        TRAIN_SETTINGS["seed"].check(True)
+
+
+def test_values_are_canonical_as_before(tmp_path):
+    """Cell ids hash the config: an int given for a number stays a float, `true` a name."""
+    spec = parse_spec(
+        {"name": "c", "train": {"learning_rate": 1, "dropout": 0, "augment": True}},
+        Path("c.yaml"),
+    )
+    assert spec.train == {"learning_rate": 1.0, "dropout": 0.0, "augment": "standard"}
+    assert [type(value) for value in spec.train.values()] == [float, float, str]
+
+
+def test_null_sections_mean_defaults():
+    document = {"name": "n", "grid": None, "train": None, "executor": {"slurm": None}}
+    spec = parse_spec({**document, "ensemble": None}, Path("n.yaml"))
+    assert spec.size == 1 and spec.ensemble_top_k == 4
+    assert spec.executor.slurm.additional == {}
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"nmae": "x"}, "n.yaml: nmae: unknown key (did you mean 'name'?); allowed: name, grid"),
+        (
+            {"name": "x", "executor": {"slurm": {"partiton": "a", "qos": 1}}},
+            "executor.slurm.partiton: unknown key (did you mean 'partition'?)",
+        ),
+        ({"name": "x", "grid": [{"seed": [0]}, {"sed": [1]}]}, "grid[1].sed: unknown key"),
+        ({"name": "x", "ensemble": {1: 2}}, "n.yaml: ensemble.1: unknown key; allowed: top_k"),
+        ({"name": "x", "executor": {"slurm": []}}, "executor.slurm: must be a mapping, got list"),
+        ({"name": "x", "grid": [[1]]}, "n.yaml: grid[0]: must be a mapping, got list"),
+        ({"name": "x" * 65}, "name: got 'xxxxx"),
+        ({}, "n.yaml: name: missing; expected 1-64 letters"),
+    ],
+)
+def test_first_problem_is_one_line_in_the_schema_words(document, expected):
+    with pytest.raises(SpecError) as raised:
+        parse_spec(document, Path("n.yaml"))
+    assert expected in str(raised.value)
+    assert "\n" not in str(raised.value)

@@ -1,7 +1,8 @@
-"""Sweep spec: load a YAML file, validate every key, and expand its grid into cells.
+"""Sweep spec: the schema of a YAML sweep file, and the expansion of its grid into cells.
 
-A spec is the contract between the user and the sweep. Every problem is reported as one line that
-names the file, the key and what is allowed, so a typo never costs a GPU-hour.
+A spec is the contract between the user and the sweep. The pydantic models below are its schema;
+every problem is reported as one line that names the file, the key and what is allowed, so a typo
+never costs a GPU-hour.
 """
 
 from __future__ import annotations
@@ -12,129 +13,319 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    Strict,
+    ValidationError,
+    field_validator,
+)
+from pydantic import dataclasses as pydantic_dataclasses
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from mnistsweep.errors import MnistsweepError
+from mnistsweep.sweep.yaml_loader import (
+    CONTROL_CHARACTERS,
+    ListTooLong,
+    YamlError,
+    printable,
+    read_yaml,
+    shown,
+)
 from mnistsweep.vocabulary import ARCHITECTURE_NAMES, AUGMENTATION_NAMES, NORMALIZATION_NAMES
 
 # Above this many cells a spec is refused unless the caller forces it: a typo such as
 # `seed: [0, ..., 999]` in three axes should not flood a cluster's queue.
 MAX_CELLS = 10_000
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+EXECUTOR_BACKENDS = ("auto", "local", "slurm")
 
 
 class SpecError(MnistsweepError):
     """A spec problem: the message names the file, the key and the allowed values."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One train key: its default, and a check that returns the canonical value or raises."""
-
-    default: Any
-    check: Callable[[Any], Any]
-    doc: str
+# --- Value types. Each Field's description is what an error line says is expected. ------------
 
 
-def _fail(expected: str) -> None:
-    raise ValueError(expected)
+def _integer(low: int, high: int, *, nullable: bool = False) -> FieldInfo:
+    text = f"an integer in [{low}, {high}]" + (" or null" * nullable)
+    return Field(ge=low, le=high, description=text)
 
 
-def _integer(low: int, high: int, nullable: bool = False) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            _fail(f"an integer in [{low}, {high}]" + (" or null" if nullable else ""))
-        return value
-
-    return check
+def _number(
+    low: float, high: float, *, low_open: bool = False, nullable: bool = False
+) -> FieldInfo:
+    text = f"a number in {'(' if low_open else '['}{low}, {high}]" + (" or null" * nullable)
+    if low_open:
+        return Field(gt=low, le=high, allow_inf_nan=False, description=text)
+    return Field(ge=low, le=high, allow_inf_nan=False, description=text)
 
 
-def _number(low: float, high: float, *, low_open: bool = False, nullable: bool = False):
-    def check(value: Any) -> Any:
-        if value is None and nullable:
-            return None
-        ok = (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        )
-        if ok:
-            ok = (low < value if low_open else low <= value) and value <= high
-        if not ok:
-            bracket = "(" if low_open else "["
-            _fail(f"a number in {bracket}{low}, {high}]" + (" or null" if nullable else ""))
-        return float(value)
-
-    return check
+def _one_of(names: Sequence[str], also: str = "") -> FieldInfo:
+    choices = "|".join(re.escape(name) for name in names)
+    return Field(pattern=f"^(?:{choices})$", description="one of " + ", ".join(names) + also)
 
 
-def _choice(names: tuple[str, ...]) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if value not in names:
-            _fail("one of " + ", ".join(names))
-        return value
-
-    return check
-
-
-def _augment(value: Any) -> str:
+def _augment_shorthand(value: object) -> object:
     """`augment: true/false` is shorthand for the fancy_cnn tutorial's augmentation or none."""
-    if value is True:
-        return "standard"
-    if value is False:
-        return "none"
-    return _choice(AUGMENTATION_NAMES)(value)
+    if isinstance(value, bool):
+        return "standard" if value else "none"
+    return value
 
 
-LR_SCHEDULES = ("constant", "cosine", "exponential")
+def _single_line(value: str) -> str:
+    """For a string that reaches a job name or a line of the sbatch script."""
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("control character")
+    return value
 
-TRAIN_SETTINGS: dict[str, Setting] = {
-    "arch": Setting("fancy_cnn", _choice(ARCHITECTURE_NAMES), "network from the registry"),
-    "normalization": Setting("standardize", _choice(NORMALIZATION_NAMES), "input scaling"),
-    "dropout": Setting(None, _number(0.0, 0.9, nullable=True), "null = the tutorial's own"),
-    "seed": Setting(0, _integer(0, 2**31 - 1), "weights, shuffling and augmentation"),
-    "epochs": Setting(20, _integer(1, 10_000), "passes over the training split"),
-    "batch_size": Setting(128, _integer(1, 60_000), "images per step"),
-    "learning_rate": Setting(1e-3, _number(0.0, 10.0, low_open=True), "Adam's initial rate"),
-    "lr_schedule": Setting("constant", _choice(LR_SCHEDULES), "decay over the epochs"),
-    "validation_split": Setting(0.1, _number(0.0, 0.5, low_open=True), "last share held out"),
-    "augment": Setting("none", _augment, "random distortions while training"),
-    "l2": Setting(0.0, _number(0.0, 1.0), "kernel weight decay"),
-    "train_subset": Setting(None, _integer(10, 60_000, nullable=True), "first N images only"),
+
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
+Text = Annotated[str, Strict()]
+SlurmText = Annotated[str, Strict(), AfterValidator(_single_line), Field(pattern=r"\S")]
+_SLURM_TEXT = Field(description="a non-empty single-line string")
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_DATACLASS_CONFIG = ConfigDict(extra="forbid")
+
+
+# --- The schema --------------------------------------------------------------------------------
+
+
+# The train settings, one type each: a grid axis is a list of the same type.
+Arch = Annotated[Text, _one_of(ARCHITECTURE_NAMES)]
+Normalization = Annotated[Text, _one_of(NORMALIZATION_NAMES)]
+Dropout = Annotated[Number | None, _number(0.0, 0.9, nullable=True)]
+Seed = Annotated[Int, _integer(0, 2**31 - 1)]
+Epochs = Annotated[Int, _integer(1, 10_000)]
+BatchSize = Annotated[Int, _integer(1, 60_000)]
+LearningRate = Annotated[Number, _number(0.0, 10.0, low_open=True)]
+LrSchedule = Annotated[Text, _one_of(LR_SCHEDULES)]
+ValidationSplit = Annotated[Number, _number(0.0, 0.5, low_open=True)]
+Augment = Annotated[
+    Text, _one_of(AUGMENTATION_NAMES, " (or true/false)"), BeforeValidator(_augment_shorthand)
+]
+L2 = Annotated[Number, _number(0.0, 1.0)]
+TrainSubset = Annotated[Int | None, _integer(10, 60_000, nullable=True)]
+
+
+class TrainConfig(_Schema):
+    """Every setting of one training."""
+
+    arch: Arch = "fancy_cnn"  # network from the registry
+    normalization: Normalization = "standardize"  # input scaling
+    dropout: Dropout = None  # null: the tutorial's own
+    seed: Seed = 0  # weights, shuffling and augmentation
+    epochs: Epochs = 20  # passes over the training split
+    batch_size: BatchSize = 128  # images per step
+    learning_rate: LearningRate = 1e-3  # Adam's initial rate
+    lr_schedule: LrSchedule = "constant"  # decay over the epochs
+    validation_split: ValidationSplit = 0.1  # last share of the training split held out
+    augment: Augment = "none"  # random distortions while training
+    l2: L2 = 0.0  # kernel weight decay
+    train_subset: TrainSubset = None  # first N images only
+
+
+T = TypeVar("T")
+Axis = Annotated[list[T], Field(min_length=1)]
+
+
+class GridBlock(_Schema):
+    """One grid: train keys mapped to non-empty lists of distinct values (empty: not an axis)."""
+
+    arch: Axis[Arch] = Field(default_factory=list)
+    normalization: Axis[Normalization] = Field(default_factory=list)
+    dropout: Axis[Dropout] = Field(default_factory=list)
+    seed: Axis[Seed] = Field(default_factory=list)
+    epochs: Axis[Epochs] = Field(default_factory=list)
+    batch_size: Axis[BatchSize] = Field(default_factory=list)
+    learning_rate: Axis[LearningRate] = Field(default_factory=list)
+    lr_schedule: Axis[LrSchedule] = Field(default_factory=list)
+    validation_split: Axis[ValidationSplit] = Field(default_factory=list)
+    augment: Axis[Augment] = Field(default_factory=list)
+    l2: Axis[L2] = Field(default_factory=list)
+    train_subset: Axis[TrainSubset] = Field(default_factory=list)
+
+    @field_validator("*")
+    @classmethod
+    def _each_value_once(cls, values: list[Any]) -> list[Any]:
+        """O(n): values are canonical here (`true` has become 'standard', 1 has become 1.0)."""
+        counts: dict[tuple[type, Any], int] = {}
+        for value in values:
+            counts[type(value), value] = counts.get((type(value), value), 0) + 1
+        repeated = sorted(repr(value) for (_, value), count in counts.items() if count > 1)
+        if repeated:
+            problem = f"repeats {printable(', '.join(repeated))}; each value once"
+            raise PydanticCustomError("spec", problem)
+        return values
+
+
+def _sbatch_option(key: str) -> str:
+    """An `executor.slurm.additional` key: an sbatch option mnistsweep does not set itself."""
+    if not _OPTION_NAME.fullmatch(key):
+        raise PydanticCustomError("spec", "not an sbatch option name ([A-Za-z][A-Za-z0-9_-]*)")
+    option = key.replace("_", "-")
+    if option in _OWNED_OPTIONS:
+        raise PydanticCustomError("spec", f"mnistsweep sets --{option} itself; remove it")
+    if option in _FIRST_CLASS_OPTIONS:
+        raise PydanticCustomError("spec", f"use executor.slurm.{_FIRST_CLASS_OPTIONS[option]}")
+    return key
+
+
+def _sbatch_value(value: object) -> str | int | float:
+    if isinstance(value, str) and value.strip():
+        return _single_line(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise ValueError("not a single-line string or number")
+
+
+_OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# Set by mnistsweep or submitit for every job: overriding one breaks logs, arrays or requeueing.
+_OWNED_OPTIONS = frozenset(
+    {"output", "error", "chdir", "array", "wrap", "signal", "job-name", "open-mode", "parsable"}
+    | {"wait", "comment", "nodes"}
+)
+_FIRST_CLASS_OPTIONS = {
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "constraint": "constraint",
+    "time": "timeout_min",
+    "mem": "mem_gb",
+    "mem-per-cpu": "mem_gb",
+    "mem-per-gpu": "mem_gb",
+    "cpus-per-task": "cpus_per_task",
+    "gpus-per-node": "gpus_per_node",
 }
+SetupLine = Annotated[Text, AfterValidator(_single_line)]
+SbatchOption = Annotated[Text, AfterValidator(_sbatch_option)]
+SbatchValue = Annotated[str | int | float, PlainValidator(_sbatch_value)]
 
-EXECUTOR_BACKENDS = ("auto", "local", "slurm")
 
-
-@dataclass(frozen=True)
+@pydantic_dataclasses.dataclass(frozen=True, config=_DATACLASS_CONFIG)
 class SlurmOptions:
     """What each SLURM job asks for; None leaves the cluster's default."""
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    gpus_per_node: int | None = None  # None: none requested (a CPU cluster rejects GPU requests)
-    cpus_per_task: int = 2
-    mem_gb: float = 8.0
-    timeout_min: int = 60
-    array_parallelism: int = 64  # tasks of one array running at once
-    setup: tuple[str, ...] = ()  # shell lines run before the job (module load, venv activation)
-    additional: Mapping[str, Any] = field(default_factory=dict)  # extra sbatch parameters
+    partition: Annotated[SlurmText | None, _SLURM_TEXT] = None
+    account: Annotated[SlurmText | None, _SLURM_TEXT] = None
+    qos: Annotated[SlurmText | None, _SLURM_TEXT] = None
+    constraint: Annotated[SlurmText | None, _SLURM_TEXT] = None
+    # None: none requested (a CPU cluster rejects GPU requests)
+    gpus_per_node: Annotated[Int | None, _integer(0, 64)] = None
+    cpus_per_task: Annotated[Int, _integer(1, 1024)] = 2
+    mem_gb: Annotated[Number, _number(0, 4096, low_open=True)] = 8.0
+    timeout_min: Annotated[Int, _integer(1, 60 * 24 * 30)] = 60
+    array_parallelism: Annotated[Int, _integer(1, 100_000)] = 64  # tasks of an array at once
+    # shell lines run before the job (module load, venv activation)
+    setup: Annotated[
+        tuple[SetupLine, ...], Field(description="a list of single-line shell commands")
+    ] = ()
+    # extra sbatch parameters
+    additional: Annotated[
+        dict[SbatchOption, SbatchValue],
+        Field(description="a mapping of sbatch options to single-line strings or numbers"),
+    ] = field(default_factory=dict)
+
+    @field_validator("additional", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
+
+
+@pydantic_dataclasses.dataclass(frozen=True, config=_DATACLASS_CONFIG)
+class ExecutorOptions:
+    backend: Annotated[Text, _one_of(EXECUTOR_BACKENDS)] = "auto"
+    # cells trained in one job; None: 1 on SLURM, all locally
+    cells_per_job: Annotated[Int | None, _integer(1, 1024)] = None
+    local_parallel: Annotated[Int, _integer(1, 1024)] = 1  # local jobs running at once
+    # cells of one job trained at once (processes sharing a GPU)
+    concurrent_cells: Annotated[Int, _integer(1, 1024)] = 1
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+
+    @field_validator("slurm", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
+
+
+class EnsembleOptions(_Schema):
+    top_k: Annotated[Int, _integer(1, 1000)] = 4
+
+
+def _grid_blocks(value: object) -> object:
+    """`grid:` is one mapping of axes, a list of them (the cells are their union), or nothing."""
+    if value is None:
+        return [{}]
+    return [value] if isinstance(value, Mapping) else value
+
+
+class SpecDocument(_Schema):
+    name: Annotated[
+        Text,
+        Field(
+            pattern=NAME_PATTERN.pattern,
+            description="1-64 letters, digits, '.', '_' or '-' (a folder name)",
+        ),
+    ]
+    grid: Annotated[
+        list[GridBlock],
+        Field(
+            min_length=1,
+            description="a mapping of train keys to lists of values, or a list of such mappings",
+        ),
+        BeforeValidator(_grid_blocks),
+    ] = Field(default_factory=lambda: [GridBlock()])
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    executor: ExecutorOptions = Field(default_factory=ExecutorOptions)
+    ensemble: EnsembleOptions = Field(default_factory=EnsembleOptions)
+
+    @field_validator("train", "executor", "ensemble", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
+
+
+# --- Cells -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ExecutorOptions:
-    backend: str = "auto"
-    cells_per_job: int | None = None  # cells trained in one job; None: 1 on SLURM, all locally
-    local_parallel: int = 1  # local jobs running at once
-    concurrent_cells: int = 1  # cells of one job trained at once (processes sharing a GPU)
-    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+class Setting:
+    """One train key: its default, what it accepts, and a check returning the canonical value."""
+
+    key: str
+    default: Any
+    doc: str
+
+    def check(self, value: Any) -> Any:
+        """The value as a cell holds it (`true` -> 'standard', 1 -> 1.0 for a number); raises
+        ValueError (pydantic's ValidationError) if the key does not accept it."""
+        return getattr(TrainConfig.model_validate({self.key: value}), self.key)
+
+
+TRAIN_SETTINGS: dict[str, Setting] = {
+    key: Setting(key, info.default, info.description or "")
+    for key, info in TrainConfig.model_fields.items()
+}
 
 
 @dataclass(frozen=True)
@@ -210,208 +401,145 @@ class Spec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-class _Checker:
-    """Carries the file name so every error line can name it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def error(self, key: str, problem: str) -> SpecError:
-        return SpecError(f"{self.path}: {key}: {problem}")
-
-    def mapping(self, value: Any, key: str) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.error(key, f"must be a mapping, got {type(value).__name__}")
-        return value
-
-    def known_keys(self, section: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-        for key in section:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
-                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-                raise self.error(
-                    f"{where}{key}", f"unknown key{suggestion}; allowed: {', '.join(allowed)}"
-                )
-
-    def train_value(self, key: str, value: Any, where: str) -> Any:
-        try:
-            return TRAIN_SETTINGS[key].check(value)
-        except ValueError as expected:
-            raise self.error(where, f"got {value!r}; expected {expected}") from None
+# --- Loading -----------------------------------------------------------------------------------
 
 
 def load_spec(path: str | Path, *, allow_large: bool = False) -> Spec:
     """Read and validate a spec file; raise SpecError naming file, key and allowed values."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read spec ({error.strerror})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise SpecError(f"{path}: malformed YAML{where}: {problem}") from None
+        document = read_yaml(path, max_list=None if allow_large else MAX_CELLS)
+    except ListTooLong as error:  # refused while parsing: checking each value would take seconds
+        raise SpecError(
+            f"{path}: line {error.line}: a list of more than {MAX_CELLS:,} values; as a grid axis "
+            f"it expands above the limit of {MAX_CELLS:,} cells; shrink it or pass --allow-large"
+        ) from None
+    except YamlError as error:
+        raise SpecError(str(error)) from None
+    if document is None:
+        raise SpecError(
+            f"{path}: (top level): the file is empty; expected a mapping with keys "
+            "name, grid, train, executor"
+        )
     return parse_spec(document, path, allow_large=allow_large)
 
 
 def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
-    check = _Checker(path)
     if not isinstance(document, dict):
-        raise check.error("(top level)", "must be a mapping with keys name, grid, train, executor")
-    check.known_keys(document, ("name", "grid", "train", "executor", "ensemble"), "")
-
-    name = document.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise check.error(
-            "name", f"got {name!r}; expected 1-64 letters, digits, '.', '_' or '-' (a folder name)"
+        raise SpecError(
+            f"{path}: (top level): must be a mapping with keys name, grid, train, executor"
         )
-
-    train_keys = tuple(TRAIN_SETTINGS)
-    train_section = check.mapping(document.get("train"), "train")
-    check.known_keys(train_section, train_keys, "train.")
-    train = {
-        key: check.train_value(key, value, f"train.{key}") for key, value in train_section.items()
-    }
-
-    grid_section = document.get("grid")
-    if isinstance(grid_section, list) and grid_section:
-        grids = tuple(
-            _parse_grid(check, block, train, f"grid[{i}]") for i, block in enumerate(grid_section)
-        )
-    else:
-        grids = (_parse_grid(check, grid_section, train, "grid"),)
-
-    size = sum(math.prod(len(values) for values in grid.values()) for grid in grids)
+    raw_grid = document.get("grid")
+    raw_blocks = raw_grid if isinstance(raw_grid, list) else [raw_grid or {}]
+    # From the lists' lengths alone: a 120,000-value axis is refused before any value is checked.
+    size = sum(
+        math.prod(len(v) if isinstance(v, list) else 1 for v in block.values())
+        if isinstance(block, dict)
+        else 1
+        for block in raw_blocks
+    )
     if size > MAX_CELLS and not allow_large:
-        raise check.error(
-            "grid",
-            f"expands to {size:,} cells, above the limit of {MAX_CELLS:,}; "
-            "shrink an axis or pass --allow-large",
+        raise SpecError(
+            f"{path}: grid: expands to {size:,} cells, above the limit of {MAX_CELLS:,}; "
+            "shrink an axis or pass --allow-large"
         )
+    try:
+        checked = SpecDocument.model_validate(document)
+    except ValidationError as invalid:
+        raise SpecError(
+            f"{path}: {_first_problem(invalid, single_grid=not isinstance(raw_grid, list))}"
+        ) from None
 
+    train = {key: getattr(checked.train, key) for key in document.get("train") or {}}
+    grids: list[Grid] = []
+    for i, (block, raw) in enumerate(zip(checked.grid, raw_blocks, strict=True)):
+        where = f"grid[{i}]" if isinstance(raw_grid, list) else "grid"
+        for axis in raw:
+            if axis in train:
+                raise SpecError(
+                    f"{path}: {where}.{axis}: also fixed in train.{axis}; give it in one place only"
+                )
+        grids.append({axis: tuple(getattr(block, axis)) for axis in raw})
     return Spec(
-        name=name,
+        name=checked.name,
         path=path,
-        grids=grids,
+        grids=tuple(grids),
         train=train,
-        executor=_parse_executor(check, document.get("executor")),
-        ensemble_top_k=_parse_ensemble(check, document.get("ensemble")),
+        executor=checked.executor,
+        ensemble_top_k=checked.ensemble.top_k,
         document=document,
     )
 
 
-def _parse_grid(check: _Checker, section: Any, train: Mapping[str, Any], where: str) -> Grid:
-    """One grid: train keys mapped to non-empty lists of distinct valid values."""
-    section = check.mapping(section, where)
-    check.known_keys(section, tuple(TRAIN_SETTINGS), f"{where}.")
-    grid: dict[str, tuple[Any, ...]] = {}
-    for key, values in section.items():
-        axis = f"{where}.{key}"
-        if key in train:
-            raise check.error(axis, f"also fixed in train.{key}; give it in one place only")
-        if not isinstance(values, list):
-            raise check.error(axis, "must be a list of values (put a fixed value under train:)")
-        if not values:
-            raise check.error(axis, "is empty; give at least one value")
-        checked = tuple(
-            check.train_value(key, value, f"{axis}[{i}]") for i, value in enumerate(values)
-        )
-        duplicates = sorted({repr(v) for v in checked if checked.count(v) > 1})
-        if duplicates:
-            raise check.error(axis, f"repeats {', '.join(duplicates)}; each value once")
-        grid[key] = checked
-    return grid
+# --- One line per problem ----------------------------------------------------------------------
 
-
-def _parse_ensemble(check: _Checker, section: Any) -> int:
-    section = check.mapping(section, "ensemble")
-    check.known_keys(section, ("top_k",), "ensemble.")
-    top_k = section.get("top_k", 4)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
-        raise check.error("ensemble.top_k", f"got {top_k!r}; expected an integer in [1, 1000]")
-    return top_k
-
-
-def _parse_executor(check: _Checker, section: Any) -> ExecutorOptions:
-    section = check.mapping(section, "executor")
-    check.known_keys(
-        section,
-        ("backend", "cells_per_job", "local_parallel", "concurrent_cells", "slurm"),
-        "executor.",
-    )
-    backend = section.get("backend", "auto")
-    if backend not in EXECUTOR_BACKENDS:
-        raise check.error(
-            "executor.backend", f"got {backend!r}; expected one of {', '.join(EXECUTOR_BACKENDS)}"
-        )
-    counts = {}
-    for key in ("cells_per_job", "local_parallel", "concurrent_cells"):
-        if key not in section:
-            continue
-        value = section[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
-            raise check.error(f"executor.{key}", f"got {value!r}; expected an integer in [1, 1024]")
-        counts[key] = value
-    return ExecutorOptions(
-        backend=backend, slurm=_parse_slurm(check, section.get("slurm")), **counts
-    )
-
-
-_SLURM_TEXT = ("partition", "account", "qos", "constraint")
-_SLURM_COUNTS = {
-    "gpus_per_node": (0, 64),
-    "cpus_per_task": (1, 1024),
-    "timeout_min": (1, 60 * 24 * 30),
-    "array_parallelism": (1, 100_000),
+_SECTIONS: dict[tuple[str, ...], type] = {
+    (): SpecDocument,
+    ("grid",): GridBlock,
+    ("train",): TrainConfig,
+    ("executor",): ExecutorOptions,
+    ("executor", "slurm"): SlurmOptions,
+    ("ensemble",): EnsembleOptions,
 }
+_UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument", "invalid_key")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
 
 
-def _parse_slurm(check: _Checker, section: Any) -> SlurmOptions:
-    section = check.mapping(section, "executor.slurm")
-    allowed = (*_SLURM_TEXT, *_SLURM_COUNTS, "mem_gb", "setup", "additional")
-    check.known_keys(section, allowed, "executor.slurm.")
-    options: dict[str, Any] = {}
-    for key in _SLURM_TEXT:
-        if key in section:
-            value = section[key]
-            if not isinstance(value, str) or not value.strip():
-                raise check.error(
-                    f"executor.slurm.{key}", f"got {value!r}; expected a non-empty string"
-                )
-            options[key] = value
-    for key, (low, high) in _SLURM_COUNTS.items():
-        if key in section:
-            value = section[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise check.error(
-                    f"executor.slurm.{key}",
-                    f"got {value!r}; expected an integer in [{low}, {high}]",
-                )
-            options[key] = value
-    if "mem_gb" in section:
-        value = section["mem_gb"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 4096:
-            raise check.error(
-                "executor.slurm.mem_gb", f"got {value!r}; expected a number in (0, 4096]"
-            )
-        options["mem_gb"] = float(value)
-    if "setup" in section:
-        lines = section["setup"]
-        if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
-            raise check.error("executor.slurm.setup", "expected a list of shell lines (strings)")
-        options["setup"] = tuple(lines)
-    if "additional" in section:
-        extra = check.mapping(section["additional"], "executor.slurm.additional")
-        for key, value in extra.items():
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise check.error(
-                    f"executor.slurm.additional.{key}",
-                    f"got {value!r}; expected a string or number",
-                )
-        options["additional"] = dict(extra)
-    return SlurmOptions(**options)
+def _fields(section: type) -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = section.__pydantic_fields__  # type: ignore[attr-defined]
+    return fields
+
+
+def _first_problem(invalid: ValidationError, *, single_grid: bool) -> str:
+    """pydantic's first error (an unknown key first: a typo explains what follows) as
+    `<dotted key>: <problem>`, in the words of the schema's descriptions."""
+    error = min(invalid.errors(include_url=False), key=lambda e: e["type"] not in _UNKNOWN_KEY)
+    loc = list(error["loc"])
+    if single_grid and loc[:1] == ["grid"] and len(loc) > 1 and loc[1] == 0:
+        del loc[1]  # `grid:` was one mapping, validated as a list of one
+    where, keys = _dotted(loc, key_last=error["type"] == "invalid_key")
+    kind = error["type"]
+    if kind == "spec":
+        return f"{where}: {error['msg']}"
+    if kind in _UNKNOWN_KEY:
+        allowed = list(_fields(_SECTIONS.get(keys[:-1], SpecDocument)))
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"{where}: unknown key{suggestion}; allowed: {', '.join(allowed)}"
+    if kind in ("model_type", "dataclass_type"):
+        return f"{where}: must be a mapping, got {type(error['input']).__name__}"
+    if _SECTIONS.get(keys[:-1]) is GridBlock and loc and isinstance(loc[-1], str):
+        if kind == "list_type":
+            return f"{where}: must be a list of values (put a fixed value under train:)"
+        if kind == "too_short":
+            return f"{where}: is empty; give at least one value"
+    got = "missing" if kind == "missing" else f"got {shown(error['input'])}"
+    return f"{where}: {got}; expected {_expected(keys)}"
+
+
+def _dotted(loc: list[int | str], *, key_last: bool) -> tuple[str, tuple[str, ...]]:
+    """('grid', 1, 'seed', 0) -> 'grid[1].seed[0]', and the keys alone: ('grid', 'seed')."""
+    text, keys = "", []
+    for i, part in enumerate(loc):
+        is_key = isinstance(part, str) or (key_last and i == len(loc) - 1)
+        if part == "[key]":
+            continue
+        if i + 1 < len(loc) and loc[i + 1] == "[key]":
+            is_key = True
+        if not is_key:
+            text += f"[{part}]"
+            continue
+        label = part if isinstance(part, str) and _PLAIN_KEY.fullmatch(part) else shown(part)
+        text += f".{label}" if text else label
+        keys.append(str(part))
+    return text or "(top level)", tuple(keys)
+
+
+def _expected(keys: tuple[str, ...]) -> str:
+    """The description of the field that `keys` fall in: a grid axis is described by train's."""
+    for depth in range(len(keys) - 1, -1, -1):
+        section = _SECTIONS.get(keys[:depth])
+        if section is not None and keys[depth] in _fields(section):
+            owner = TrainConfig if section is GridBlock else section
+            return _fields(owner)[keys[depth]].description or "a valid value"
+    return "a valid value"
