@@ -42,6 +42,7 @@ def write_result(root: Path, config: dict, test: float, val: float, **extra) -> 
                 "epochs_run": 3,
             },
             "timing": {"total_seconds": extra.get("seconds", 10.0)},
+            "error": extra.get("error"),
         },
     )
 
