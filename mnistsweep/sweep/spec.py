@@ -172,7 +172,8 @@ class GridBlock(_Schema):
             counts[type(value), value] = counts.get((type(value), value), 0) + 1
         repeated = sorted(repr(value) for (_, value), count in counts.items() if count > 1)
         if repeated:
-            problem = f"repeats {printable(', '.join(repeated))}; each value once"
+            more = f", ... ({len(repeated):,} values)" if len(repeated) > 5 else ""
+            problem = f"repeats {printable(', '.join(repeated[:5]))}{more}; each value once"
             raise PydanticCustomError("spec", problem)
         return values
 
