@@ -162,6 +162,7 @@ def start_local(plan: Plan, data_dir: Path | None) -> None:
 def launch_lock(layout: SweepLayout) -> Iterator[None]:
     """One launch of a sweep plans and submits at a time, so two cannot both submit its cells.
     A launch that created the sweep folder and fails leaves no folder behind."""
+    import contextlib
     import fcntl
     import os
     import time
@@ -169,7 +170,7 @@ def launch_lock(layout: SweepLayout) -> Iterator[None]:
     from mnistsweep import fsio
     from mnistsweep.errors import MnistsweepError
 
-    existed = layout.root.exists() or layout.root.is_symlink()
+    created = [f for f in (layout.root, *layout.root.parents) if not (f.exists() or f.is_symlink())]
     descriptor = fsio.open_lock(layout.launch_lock)
     try:
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -187,9 +188,11 @@ def launch_lock(layout: SweepLayout) -> Iterator[None]:
         try:
             yield
         except BaseException:
-            if not existed and os.listdir(layout.root) == [layout.launch_lock.name]:
+            if created and os.listdir(layout.root) == [layout.launch_lock.name]:
                 layout.launch_lock.unlink()
-                layout.root.rmdir()
+                for folder in created:  # the sweep folder, then the results folder...
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
             raise
         finally:
             fcntl.flock(descriptor, fcntl.LOCK_UN)

@@ -53,7 +53,7 @@ FIRST_CLASS_OPTIONS = {
 }
 OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-SNAPSHOT_PLACEHOLDER = "<launch-time>"
+SNAPSHOT_PLACEHOLDER = "YYYYmmdd-HHMMSS-ffffff"  # the stamp of a launch: no quoting needed
 
 
 class SubmissionRefused(MnistsweepError):
