@@ -256,23 +256,29 @@ def greedy_sequence(picked: np.ndarray, candidates: list[int]) -> tuple[list[int
     `picked[i, j]` is run i's probability of validation image j's true class (the loss needs no
     other). Returns the whole sequence tried and the length of its best prefix (the chosen size).
     """
+    pool = np.ascontiguousarray(picked[candidates], dtype=np.float32)
     sequence = [candidates[0]]
-    total = picked[candidates[0]].astype(np.float64)
-    best_loss, best_length = _loss(total[None, :])[0], 1
-    pool = picked[candidates]
+    total = pool[0].copy()
+    best_loss, best_length = float(_loss(total[None, :].copy())[0]), 1
+    trial = np.empty_like(pool)
     while len(sequence) < MAX_STEPS and len(sequence) - best_length < PATIENCE:
-        losses = _loss((total[None, :] + pool) / (len(sequence) + 1))
+        np.add(pool, total, out=trial)
+        trial /= len(sequence) + 1
+        losses = _loss(trial)
         position = int(np.argmin(losses))
         sequence.append(candidates[position])
         total += pool[position]
-        if losses[position] < best_loss - 1e-12:
+        if losses[position] < best_loss - 1e-9:
             best_loss, best_length = float(losses[position]), len(sequence)
     return sequence, best_length
 
 
 def _loss(picked_means: np.ndarray) -> np.ndarray:
-    """metrics.cross_entropy for many candidate ensembles at once, from p(true class) alone."""
-    return -np.mean(np.log(np.clip(picked_means, PROBABILITY_FLOOR, 1.0)), axis=1)
+    """metrics.cross_entropy for many candidate ensembles at once, from p(true class) alone.
+    Works in place on `picked_means` (float32: these losses only rank candidates)."""
+    np.maximum(picked_means, PROBABILITY_FLOOR, out=picked_means)
+    np.log(picked_means, out=picked_means)
+    return -picked_means.mean(axis=1, dtype=np.float64)
 
 
 def _beats(challenger: EnsembleChoice, incumbent: EnsembleChoice) -> bool:

@@ -55,14 +55,13 @@ def load_runs(sweep_dir: Path) -> SweepRuns:
 
 def flatten(result: records.RunResult, run: RunLayout) -> dict[str, Any]:
     """One table row: identity, config (null as `DEFAULT`), metrics, timing, the folder."""
-    metrics = result.metrics.model_dump()
-    timing = result.timing
+    metrics, timing = result.metrics, result.timing
     return {
         "cell_id": result.cell_id,
         "cell_name": result.cell_name,
         "status": result.status,
         **{key: display_value(value) for key, value in result.config.items()},
-        **{key: metrics.get(key) for key in METRIC_COLUMNS},
+        **{key: getattr(metrics, key) for key in METRIC_COLUMNS},
         "train_seconds": timing.total_seconds,
         # Fields newer trainers record; None for results written before them.
         **{key: getattr(timing, key, None) for key in TIMING_COLUMNS},
