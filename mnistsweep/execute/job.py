@@ -62,9 +62,18 @@ class CellBatch(submitit.helpers.Checkpointable):
         layout = SweepLayout(Path(sweep_dir))
         self.progress_at_start = progress(layout, cells)
         train_cell = functools.partial(run_one, sweep_dir, data_dir)
-        if concurrent <= 1 or len(cells) <= 1:
-            return [train_cell(cell) for cell in cells]
-        return train_side_by_side(layout, cells, train_cell, min(concurrent, len(cells)))
+        try:
+            if concurrent <= 1 or len(cells) <= 1:
+                return [train_cell(cell) for cell in cells]
+            return train_side_by_side(layout, cells, train_cell, min(concurrent, len(cells)))
+        except KeyboardInterrupt:  # Ctrl-C on a local launch, or its cancel: one line in the log
+            print(
+                "mnistsweep: interrupted; the cells keep their committed epochs and a new "
+                "launch resumes them",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(130) from None
 
     def checkpoint(  # type: ignore[override]  # submitit takes None: "do not requeue"
         self, sweep_dir: str, cells: list[Cell], data_dir: str | None, concurrent: int = 1

@@ -5,6 +5,7 @@ submits (that is execute.slurm).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import time
@@ -41,7 +42,7 @@ def max_array_size() -> int | None:
 # --- the sweep's jobs ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class SweepJobs:
     """jobs.jsonl as read: its valid lines, and one problem per line that is not one."""
 
@@ -53,9 +54,18 @@ class SweepJobs:
         """cell id -> the latest job that was given that cell."""
         return records.job_owners(self.jobs)
 
+    @functools.cached_property
+    def history(self) -> dict[str, list[str]]:
+        """cell id -> every job that was given the cell, oldest first (their logs tell its
+        story)."""
+        jobs_of: dict[str, list[str]] = {}
+        for job in self.jobs:
+            for cell_id in job.cells:
+                jobs_of.setdefault(cell_id, []).append(job.job_id)
+        return jobs_of
+
     def jobs_of(self, cell_id: str) -> list[str]:
-        """Every job that was given the cell, oldest first (their logs tell its story)."""
-        return [job.job_id for job in self.jobs if cell_id in job.cells]
+        return self.history.get(cell_id, [])
 
 
 def load_jobs(sweep_dir: Path) -> SweepJobs:
@@ -214,10 +224,11 @@ def sweep_status(sweep_dir: Path) -> SweepStatus:
     layout = SweepLayout(sweep_dir)
     rows, warnings = [], [*jobs.problems, *scheduler.problems]
     for cell in cells:
-        job_id = owners.get(cell.id)
+        cell_id = cell.id  # a hash: computed once
+        job_id = owners.get(cell_id)
         view = derive(layout.run(cell), scheduler.job(job_id) if job_id else None)
         warnings += view.problems
-        rows.append(CellRow(cell, view, jobs.jobs_of(cell.id)))
+        rows.append(CellRow(cell, view, jobs.jobs_of(cell_id)))
     return SweepStatus(rows, warnings, scheduler.calls)
 
 
