@@ -9,6 +9,9 @@
 #   SLURM_LOCAL_NODES=1            N>1: N slurmd on this host, nodes n1..nN, ports 17001..
 #   SLURM_LOCAL_FAKE_GPUS=2        fake GPUs (GRES gpu) per node; 0 = no GRES at all
 #   SLURM_LOCAL_MAX_ARRAY_SIZE=    unset = Slurm default (1001); e.g. 50 to test array splitting
+#   SLURM_LOCAL_MAX_SUBMIT_JOBS=   unset = no limit; N = MaxSubmitJobsPerUser of the QOS `limited`
+#                                  (jobs with --qos=limited: pending + running, array tasks each
+#                                  counted). Set through sacctmgr: changing it restarts no daemon.
 #
 # Needs root, Debian 12 (slurm 22.05), no systemd required. Everything lives under
 # /var/spool/slurm-local plus /etc/slurm/{slurm,gres,slurmdbd}.conf (marked as managed).
@@ -190,6 +193,12 @@ read_knobs() {
   NODES=${SLURM_LOCAL_NODES:-1}
   GPUS=${SLURM_LOCAL_FAKE_GPUS:-2}
   MAX_ARRAY=${SLURM_LOCAL_MAX_ARRAY_SIZE:-}
+  MAX_SUBMIT=${SLURM_LOCAL_MAX_SUBMIT_JOBS:-}
+  if [[ -n $MAX_SUBMIT ]]; then
+    int_in "$MAX_SUBMIT" 1 1000000 ||
+      die "SLURM_LOCAL_MAX_SUBMIT_JOBS must be an integer 1..1000000 (got '$MAX_SUBMIT')"
+    MAX_SUBMIT=$((10#$MAX_SUBMIT))
+  fi
   int_in "$NODES" 1 64 || die "SLURM_LOCAL_NODES must be an integer 1..64 (got '$NODES')"
   int_in "$GPUS" 0 16 || die "SLURM_LOCAL_FAKE_GPUS must be an integer 0..16 (got '$GPUS')"
   if [[ -n $MAX_ARRAY ]]; then
@@ -301,6 +310,8 @@ SlurmdPort=6818
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
+# association and QOS limits (see SLURM_LOCAL_MAX_SUBMIT_JOBS) apply, as on real clusters
+AccountingStorageEnforce=limits,qos
 ${tres}
 JobCompType=jobcomp/none
 ${gresline}
@@ -704,6 +715,7 @@ cmd_up() {
   start_slurm
   wait_nodes_ready
   log "nodes ready: $(node_states | tr '\n' ' ')"
+  apply_submit_limit
   SMOKE=""
   smoke_job
 
@@ -713,10 +725,34 @@ cmd_up() {
   echo "SLURM test cluster is UP ($ver, cluster '$CLUSTER', partition 'debug')"
   echo "  nodes:      ${NODE_LIST[*]}  (CPUs=$CPUS RealMemory=${NODE_MEM}MB each, fake GPUs=$GPUS each)"
   echo "  arrays:     MaxArraySize=${MAX_ARRAY:-default (1001)}"
+  echo "  submit:     QOS $LIMITED_QOS: MaxSubmitJobsPerUser=${MAX_SUBMIT:-unlimited}"
   echo "  started:    ${STARTED[*]:-nothing (already running)}"
   echo "  smoke:      $SMOKE"
   echo "  logs/state: $R/log, $R   config: $CONF_SLURM"
   echo "  elapsed:    $(elapsed) s"
+}
+
+# The QOS `limited` (MaxSubmitJobsPerUser=SLURM_LOCAL_MAX_SUBMIT_JOBS, unlimited when unset), open
+# to root and to whoever ran sudo: only jobs that ask for `--qos=limited` are limited, so a test
+# of the limit never blocks anyone else's jobs. Set through slurmdbd: no daemon restarts. With
+# AccountingStorageEnforce a user needs an association to submit, so $SUDO_USER gets one.
+readonly LIMITED_QOS=limited
+apply_submit_limit() {
+  local user value=${MAX_SUBMIT:--1}
+  if [[ -z $(timeout 10 sacctmgr -n -P show qos "name=$LIMITED_QOS" format=Name 2>/dev/null) ]]; then
+    timeout 10 sacctmgr -i add qos "$LIMITED_QOS" >/dev/null || die "could not add QOS $LIMITED_QOS"
+  fi
+  timeout 10 sacctmgr -i modify qos where "name=$LIMITED_QOS" set "MaxSubmitJobsPerUser=$value" \
+    >/dev/null || true # "nothing modified" when it is already set
+  for user in root ${SUDO_USER:-}; do
+    if [[ -z $(timeout 10 sacctmgr -n -P show assoc "user=$user" format=User 2>/dev/null) ]]; then
+      timeout 10 sacctmgr -i add user "$user" account=root >/dev/null ||
+        die "could not add an association for user $user"
+    fi
+    timeout 10 sacctmgr -i modify user where "name=$user" set "qos+=$LIMITED_QOS" >/dev/null ||
+      true
+  done
+  log "QOS $LIMITED_QOS: MaxSubmitJobsPerUser=${MAX_SUBMIT:-unlimited}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -858,7 +894,8 @@ cmd_status() {
       }
     done
     echo
-    timeout 10 scontrol show config 2>/dev/null | grep -E '^(ClusterName|MaxArraySize|SchedulerParameters|SLURM_VERSION|AccountingStorageType|GresTypes) ' || true
+    timeout 10 scontrol show config 2>/dev/null | grep -E '^(ClusterName|MaxArraySize|SchedulerParameters|SLURM_VERSION|AccountingStorageType|AccountingStorageEnforce|GresTypes) ' || true
+    echo "QOS MaxSubmitJobsPerUser: $(timeout 10 sacctmgr -n -P show qos format=Name,MaxSubmitPU 2>/dev/null | tr '\n' ' ')"
     echo "jobs in queue: $(timeout 10 squeue -h -o %i 2>/dev/null | wc -l)"
   else
     echo "slurmctld does not answer 'scontrol ping'"
@@ -888,6 +925,7 @@ usage: bash $0 up | status | down [--purge]
            (controller state, accounting DB, logs) and the generated configs in $ETC.
 
 environment (for up): SLURM_LOCAL_NODES=1  SLURM_LOCAL_FAKE_GPUS=2  SLURM_LOCAL_MAX_ARRAY_SIZE=
+                      SLURM_LOCAL_MAX_SUBMIT_JOBS=
 EOF
 }
 

@@ -350,31 +350,51 @@ def test_cells_of_a_live_job_are_left_to_it(tmp_path, fake_slurm):
 def test_limits_are_read_from_scontrol_and_sacctmgr(fake_slurm):
     (fake_slurm.root / "scontrol-says").write_text(
         "MaxArraySize            = 1001\nMaxJobCount             = 10000\n"
-        "AccountingStorageEnforce = associations,limits\n"
+        "AccountingStorageEnforce = associations,limits,qos\n"
     )
-    (fake_slurm.root / "sacctmgr-says").write_text("normal|5\n")
-    cluster = limits.read_limits()
+    (fake_slurm.root / "sacctmgr-says").write_text("limited|5\n")
+    cluster = limits.read_limits("limited")
     assert (cluster.max_array_size, cluster.max_job_count) == (1001, 10000)
-    assert cluster.max_submit_jobs == 5 and cluster.enforced
-    assert cluster.room(own_jobs=3, all_jobs=100) == 2
-    assert cluster.room(own_jobs=9, all_jobs=100) == 0
+    assert cluster.max_submit_jobs_in_qos == 5 and cluster.enforced
+    assert cluster.room(limits.QueueCounts(own=40, own_in_qos=3, everyone=100)) == 2
+    assert cluster.room(limits.QueueCounts(own=9, own_in_qos=9, everyone=100)) == 0
+    assert "QOS limited MaxSubmitJobsPerUser=5" in cluster.describe()
 
 
 def test_an_unenforced_submit_limit_does_not_count():
     cluster = limits.ClusterLimits(max_job_count=100, max_submit_jobs=2, enforced=False)
-    assert cluster.room(own_jobs=50, all_jobs=60) == 40
-    assert limits.ClusterLimits().room(10, 10) is None
+    assert cluster.room(limits.QueueCounts(own=50, own_in_qos=50, everyone=60)) == 40
+    assert limits.ClusterLimits().room(limits.QueueCounts(10, 10, 10)) is None
 
 
-def test_queued_jobs_counts_this_users_tasks(monkeypatch):
+def test_queued_jobs_counts_this_users_tasks_in_the_qos(monkeypatch):
     monkeypatch.setenv("USER", "ada")
-    assert limits.queued_jobs("ada\nbob\nada\n\n") == (2, 3)
+    listing = "ada|normal\nbob|limited\nada|limited\n\n"
+    assert limits.queued_jobs("limited", listing) == limits.QueueCounts(2, 1, 3)
 
 
 def test_qos_limit_takes_the_qos_the_jobs_use():
     listing = "normal|\nlong|4\nshort|20\n"
     assert limits.qos_limit(listing, ["long"]) == 4
     assert limits.qos_limit(listing, ["normal"]) is None
+
+
+def test_a_full_queue_submits_what_fits_and_says_a_relaunch_sends_the_rest(
+    tmp_path, fake_slurm, mnist_dir, monkeypatch
+):
+    monkeypatch.setenv("MNISTSWEEP_DATA", str(mnist_dir))
+    monkeypatch.setenv("USER", "ada")
+    (fake_slurm.root / "scontrol-says").write_text("AccountingStorageEnforce = limits,qos\n")
+    (fake_slurm.root / "sacctmgr-says").write_text("limited|2\n")
+    (fake_slurm.root / "squeue-says").write_text("ada|normal\n")  # another QOS: not counted
+    fake_slurm.replies.write_text("3\n")
+    spec = write_spec(tmp_path, seeds=8, qos="limited")
+    launched = cli(tmp_path, "launch", str(spec))
+    assert launched.returncode == 0, launched.stderr
+    assert "submitted 4 cells in 2 job(s) as 1 array(s): 3" in launched.stdout
+    assert "2 job(s) not submitted: the queue is full for you" in launched.stdout
+    assert "QOS limited MaxSubmitJobsPerUser=2" in launched.stdout
+    assert "launch again" in launched.stdout
 
 
 # --- memory -------------------------------------------------------------------------------------

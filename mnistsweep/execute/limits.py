@@ -3,9 +3,9 @@ pieces the cluster accepts instead of being refused whole.
 
 - MaxArraySize (`scontrol show config`): an array's indices are 0..MaxArraySize-1.
 - MaxJobCount (`scontrol show config`): jobs slurmctld holds at once, all users together.
-- MaxSubmitJobs (`sacctmgr`: the user's associations, and the QOS's MaxSubmitJobsPerUser): the
-  user's pending and running jobs, every array task counted; enforced only with
-  `AccountingStorageEnforce=limits`.
+- MaxSubmitJobs (`sacctmgr`: the user's associations; and MaxSubmitJobsPerUser of the QOS the
+  jobs use): the user's pending and running jobs, every array task counted; enforced only with
+  `AccountingStorageEnforce` (limits, qos).
 
 Every reader returns None for "unknown" (no SLURM here, or no permission), never raises.
 """
@@ -23,19 +23,32 @@ TIMEOUT_SECONDS = 30
 
 
 @dataclass(frozen=True)
+class QueueCounts:
+    """Jobs in the queue now, every array task counted once."""
+
+    own: int = 0  # this user's
+    own_in_qos: int = 0  # this user's in the QOS the sweep's jobs use
+    everyone: int = 0
+
+
+@dataclass(frozen=True)
 class ClusterLimits:
     max_array_size: int | None = None
     max_job_count: int | None = None
-    max_submit_jobs: int | None = None  # per user: the tightest association or QOS limit
-    enforced: bool = False  # whether AccountingStorageEnforce applies MaxSubmitJobs
+    max_submit_jobs: int | None = None  # the user's association (all their jobs)
+    max_submit_jobs_in_qos: int | None = None  # MaxSubmitJobsPerUser of the jobs' QOS
+    qos: str = "normal"
+    enforced: bool = False  # AccountingStorageEnforce applies the submit limits
 
-    def room(self, own_jobs: int, all_jobs: int) -> int | None:
+    def room(self, queue: QueueCounts) -> int | None:
         """How many more jobs (array tasks) may be queued now; None when nothing limits it."""
         rooms = []
-        if self.max_submit_jobs is not None and self.enforced:
-            rooms.append(self.max_submit_jobs - own_jobs)
+        if self.enforced and self.max_submit_jobs is not None:
+            rooms.append(self.max_submit_jobs - queue.own)
+        if self.enforced and self.max_submit_jobs_in_qos is not None:
+            rooms.append(self.max_submit_jobs_in_qos - queue.own_in_qos)
         if self.max_job_count is not None:
-            rooms.append(self.max_job_count - all_jobs)
+            rooms.append(self.max_job_count - queue.everyone)
         return max(0, min(rooms)) if rooms else None
 
     def describe(self) -> str:
@@ -43,6 +56,9 @@ class ClusterLimits:
             "MaxArraySize": self.max_array_size,
             "MaxJobCount": self.max_job_count,
             "MaxSubmitJobs": self.max_submit_jobs if self.enforced else None,
+            f"QOS {self.qos} MaxSubmitJobsPerUser": (
+                self.max_submit_jobs_in_qos if self.enforced else None
+            ),
         }
         return ", ".join(f"{key}={value}" for key, value in shown.items() if value is not None)
 
@@ -95,36 +111,35 @@ def user() -> str:
 
 
 def read_limits(qos: str | None = None) -> ClusterLimits:
-    """The limits that apply to this user's jobs (of QOS `qos`, else the QOS `normal`)."""
+    """The limits that apply to this user's jobs of QOS `qos` (else the QOS `normal`)."""
     config = parse_config(run(["scontrol", "show", "config"]) or "")
     associations = run(
         ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user()}", "format=MaxSubmitJobs"]
     )
     qos_listing = run(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU"])
-    submit_limits = [
-        tightest((associations or "").splitlines()),
-        qos_limit(qos_listing or "", [qos or "normal"]),
-    ]
-    known = [limit for limit in submit_limits if limit is not None]
     enforce = config.get("AccountingStorageEnforce", "none").lower()
     return ClusterLimits(
         max_array_size=positive(config.get("MaxArraySize")),
         max_job_count=positive(config.get("MaxJobCount")),
-        max_submit_jobs=min(known) if known else None,
+        max_submit_jobs=tightest((associations or "").splitlines()),
+        max_submit_jobs_in_qos=qos_limit(qos_listing or "", [qos or "normal"]),
+        qos=qos or "normal",
         enforced="limits" in enforce or "qos" in enforce,
     )
 
 
-def queued_jobs(listing: str | None = None) -> tuple[int, int]:
-    """(this user's jobs, everyone's jobs) in the queue, every array task counted once."""
+def queued_jobs(qos: str, listing: str | None = None) -> QueueCounts:
+    """The queue now from one squeue call (`user|qos` per array task)."""
     if listing is None:
-        listing = run(["squeue", "-h", "-r", "-o", "%u"]) or ""
-    owners = [line.strip() for line in listing.splitlines() if line.strip()]
-    return sum(1 for owner in owners if owner == user()), len(owners)
+        listing = run(["squeue", "-h", "-r", "-o", "%u|%q"]) or ""
+    rows = [line.strip().split("|") for line in listing.splitlines() if line.strip()]
+    own = [row for row in rows if row[0] == user()]
+    in_qos = sum(1 for row in own if len(row) > 1 and row[1] == qos)
+    return QueueCounts(own=len(own), own_in_qos=in_qos, everyone=len(rows))
 
 
 def room_now(limits: ClusterLimits) -> int | None:
-    """How many more jobs may be queued right now (one squeue call); None: no limit known."""
-    if limits.room(0, 0) is None:
+    """How many more jobs may be queued right now; None when no limit is known."""
+    if limits.room(QueueCounts()) is None:
         return None
-    return limits.room(*queued_jobs())
+    return limits.room(queued_jobs(limits.qos))
