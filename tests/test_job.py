@@ -18,6 +18,13 @@ from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell, load_spec
 
 
+@pytest.fixture(autouse=True)
+def no_scheduler_signal_yet():
+    job.SCHEDULER_STOPPING.clear()
+    yield
+    job.SCHEDULER_STOPPING.clear()
+
+
 @pytest.fixture
 def trainer():
     """Imported here, not at the top: the spawned workers of the GPU test import this module."""
@@ -91,6 +98,19 @@ def test_a_scheduler_stop_during_training_is_not_a_failure(tmp_path, cells, monk
     run = SweepLayout(tmp_path).run(cells[0])
     assert not run.result.exists()
     assert state.derive(run).state is state.CellState.NOT_STARTED  # relaunch trains it
+
+
+def test_an_error_after_the_schedulers_signal_is_not_the_cells_failure(
+    tmp_path, cells, monkeypatch, trainer
+):
+    def requeue_fails(*args):
+        job.CellBatch().checkpoint(str(tmp_path), cells[:1], None)  # the USR2 handler runs
+        raise OSError("scontrol: error: requeue refused")
+
+    monkeypatch.setattr(trainer, "run_cell", requeue_fails)
+    with pytest.raises(OSError):
+        job.CellBatch()(str(tmp_path), cells[:1], None)
+    assert not SweepLayout(tmp_path).run(cells[0]).result.exists()
 
 
 def test_a_failure_is_a_valid_record_and_a_busy_cell_is_left_alone(

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +39,9 @@ DEFAULT_MAX_ATTEMPTS_WITHOUT_PROGRESS = 3
 # submitit's own count of time limits (`max_num_timeout`, 3 by default) would end a job that is
 # still progressing; the progress rule above decides instead, so that count is kept out of reach.
 UNREACHABLE_TIMEOUT_COUNT = 1_000_000
+# Set when the scheduler's warning signal arrived: whatever the training raises from then on
+# (submitit's requeue failing, say) is the job being stopped, not the cell failing.
+SCHEDULER_STOPPING = threading.Event()
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -80,6 +84,7 @@ class CellBatch(submitit.helpers.Checkpointable):
     ) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on the scheduler's warning signal: come back (requeue) unless
         too many attempts in a row committed nothing."""
+        SCHEDULER_STOPPING.set()
         if progress(SweepLayout(Path(sweep_dir)), cells) > self.progress_at_start:
             self.attempts_without_progress = 0
         else:
@@ -231,6 +236,8 @@ def train_or_record_failure(cell: Cell, run: RunLayout, data_dir: str | None) ->
     except submitit.core.utils.UncompletedJobError:
         raise
     except Exception as error:  # a cell's failure must not stop the job's other cells
+        if SCHEDULER_STOPPING.is_set():
+            raise
         record_failure(cell, run, error)
         return "failed"
     return str(outcome.status if isinstance(outcome, records.RunResult) else outcome["status"])
