@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Final
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from mnistsweep.sweep.layout import RunLayout, SweepLayout
 SUFFIX = ".tar.xz"
 MAX_TOTAL_BYTES = 4 * 1024**3  # extracted, all members together
 MAX_MEMBERS = 1_000_000
+PRESET: Final = (
+    1  # xz level: float16 probabilities barely compress; level 6 saved 3% for 1.7x the time
+)
 TOP_FILES = ("sweep.json", "spec.yaml", "summary.csv", "ensemble.json", "report.md", "report.html")
 RUN_FILES = (
     "result.json",
@@ -70,7 +74,7 @@ def archive(
     files = list(_files(layout, with_models=with_models, with_tensorboard=with_tensorboard))
 
     def save(temporary: Path) -> None:
-        with tarfile.open(temporary, "w:xz") as bundle:
+        with tarfile.open(temporary, "w:xz", preset=PRESET) as bundle:
             for path in files:
                 relative = path.relative_to(layout.root).as_posix()
                 _add(bundle, f"{name}/{relative}", _content(path))
