@@ -117,8 +117,10 @@ def test_reference_rows_match_the_tutorials_configuration(table_runs):
     runs = table_runs.assign(dropout="default", augment="none", l2=0.0)
     table, uncovered = reference.comparison(runs)
     linear = table.set_index("reference").loc["linear, standardized"]
-    assert linear["reference_test_acc"] == 0.924 and linear["runs"] == 1
-    assert linear["difference"] == pytest.approx(0.92 - 0.924)
+    # its configuration, not its settings (20 epochs on 54,000 images): listed, never compared
+    assert linear["reference_test_acc"] == 0.924 and linear["configuration_runs"] == 1
+    assert linear["status"] == "settings differ" and linear["runs"] == 0
+    assert np.isnan(linear["difference"])
     assert "vgg" in {row.name for row in uncovered}
 
 

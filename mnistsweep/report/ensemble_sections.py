@@ -56,8 +56,8 @@ def headline(found: EnsembleFindings) -> list[Block]:
     blocks: list[Block] = [
         paragraph(
             strong("Headline: "),
-            f"{METHOD_NAMES.get(chosen.method, chosen.method)} of {chosen.size} run(s): test "
-            "accuracy ",
+            f"{METHOD_NAMES.get(chosen.method, chosen.method)}"
+            f"{'' if chosen.method == 'single' else f' of {chosen.size} runs'}: test accuracy ",
             strong(f"{formatting.percent(chosen.test_accuracy)}%"),
             f", test loss {formatting.loss(chosen.test_loss)}; validation accuracy "
             f"{formatting.percent(chosen.val_accuracy)}%, loss {formatting.loss(chosen.val_loss)}. "
@@ -89,8 +89,7 @@ def members_table(members: list[Member]) -> pd.DataFrame:
 
 def curves(found: EnsembleFindings, files: Attachments) -> list[Block]:
     greedy_at = _chosen_step(found)
-    top_at = found.top_k.size if found.top_k is not None else None
-    figure = figures.ensemble_curves(found.greedy_curve, greedy_at, found.top_k_curve, top_at)
+    figure = figures.ensemble_curves(found.greedy_curve, greedy_at, found.top_k_curve)
     scores = [
         (name, choice)
         for name, choice in (

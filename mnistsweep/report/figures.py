@@ -121,6 +121,8 @@ def learning_curves(curves: Mapping[str, pd.DataFrame]) -> Figure:
         integer_epochs(axes, last_epoch)
         if "accuracy" in metric:
             axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+        elif _spans_decades(curves, metric):  # one bad configuration would flatten the rest
+            axes.set_yscale("log")
     for axes in panels[1]:
         axes.set_xlabel("epoch")
     handles, labels = panels[0, 0].get_legend_handles_labels()
@@ -129,16 +131,20 @@ def learning_curves(curves: Mapping[str, pd.DataFrame]) -> Figure:
     return figure
 
 
-def ensemble_curves(
-    greedy: pd.DataFrame, greedy_size: int | None, top_k: pd.DataFrame, top_k_size: int | None
-) -> Figure:
-    """Left: greedy selection step by step; right: the top-k ensemble against k. Validation
-    chose every point marked; test only scores it."""
+def _spans_decades(curves: Mapping[str, pd.DataFrame], metric: str) -> bool:
+    means = pd.concat([curve.loc[curve["metric"] == metric, "mean"] for curve in curves.values()])
+    positive = means[means > 0]
+    return len(positive) > 1 and positive.max() / positive.min() > 20
+
+
+def ensemble_curves(greedy: pd.DataFrame, greedy_steps: int | None, top_k: pd.DataFrame) -> Figure:
+    """Left: greedy selection step by step, the step it stops at (chosen on validation) marked;
+    right: the top-k ensemble against k. Test only scores what validation chose."""
     figure = new_figure(height=4.2)
     left, right = figure.subplots(1, 2, sharey=True)
     for axes, curve, x, chosen, title, xlabel in (
-        (left, greedy, "step", greedy_size, "Greedy selection", "step (one run added)"),
-        (right, top_k, "k", top_k_size, "Top-k by validation", "k (best validation first)"),
+        (left, greedy, "step", greedy_steps, "Greedy selection", "step (one run added)"),
+        (right, top_k, "k", None, "Top-k by validation", "k (best validation first)"),
     ):
         axes.set_title(title, fontsize="medium")
         axes.grid(alpha=0.3)

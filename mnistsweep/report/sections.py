@@ -350,11 +350,13 @@ def tutorials(inputs: Inputs, files: Attachments) -> list[Section]:
         files.table("reference_comparison", table)
         section.add(
             paragraph(
-                "The sweep's mean test accuracy over all completed runs with the tutorial's "
-                "configuration (other axes pooled), beside the tutorial's figure; the settings "
-                "columns say where the two were trained differently."
+                "Completed runs with a tutorial's configuration and its settings, their mean test "
+                "accuracy beside the tutorial's figure (other axes pooled). A configuration "
+                "trained with other settings is listed with what differs and not compared."
             ),
             formatting.table(readable_comparison(table)),
+            paragraph("Settings of each compared row, tutorial → sweep where they differ:"),
+            formatting.table(settings_side_by_side(table)),
             bullets(
                 [
                     (f"{source}: {reference.TUTORIALS.get(str(source), '')}",)
@@ -368,22 +370,60 @@ def tutorials(inputs: Inputs, files: Attachments) -> list[Section]:
     return [section]
 
 
+def settings_pairs(table: pd.DataFrame) -> list[str]:
+    """Settings the comparison gives on both sides, as `tutorial_X` and `sweep_X` columns."""
+    return [
+        column.removeprefix("tutorial_")
+        for column in table.columns
+        if column.startswith("tutorial_") and f"sweep_{column.removeprefix('tutorial_')}" in table
+    ]
+
+
 def readable_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """Whatever columns the comparison returns: accuracies in %, differences in points."""
+    """Whatever columns the comparison returns but the paired settings: accuracies in %,
+    differences in points."""
+    paired = {f"{side}_{name}" for name in settings_pairs(table) for side in ("tutorial", "sweep")}
     shown = pd.DataFrame(index=table.index)
-    for column in table.columns:
+    for column in (column for column in table.columns if column not in paired):
         values = table[column]
-        if column == "difference":
-            shown["difference (points)"] = [
-                "n/a" if formatting.missing(value) else f"{100 * value:+.2f}" for value in values
+        title = column.replace("_", " ")
+        if column == "difference" or column.endswith("_std"):
+            shown[f"{title} (points)"] = [
+                _points(value, signed=column == "difference") for value in values
             ]
-        elif "acc" in column and pd.api.types.is_float_dtype(values):
-            shown[f"{column.replace('_', ' ')} %"] = values.map(formatting.percent)
+        elif "acc" in column:
+            shown[f"{title} %"] = [formatting.percent(_number(value)) for value in values]
         else:
-            shown[column.replace("_", " ")] = values.map(
-                lambda value: "" if value is None or value is pd.NA else str(value)
-            )
+            shown[title] = [_plain(value) for value in values]
     return shown
+
+
+def settings_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
+    """Per reference row, each setting as `tutorial → sweep` where they differ."""
+    shown = pd.DataFrame({"reference": [_plain(value) for value in table["reference"]]})
+    for name in settings_pairs(table):
+        cells = []
+        for tutorial, sweep in zip(table[f"tutorial_{name}"], table[f"sweep_{name}"], strict=True):
+            left, right = _plain(tutorial), _plain(sweep)
+            cells.append(left if left == right else f"{left} → {right}")
+        shown[name.replace("_", " ")] = cells
+    return shown
+
+
+def _number(value: object) -> float | None:
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return None if pd.isna(number) else float(number)
+
+
+def _points(value: object, signed: bool) -> str:
+    number = _number(value)
+    if number is None:
+        return "n/a"
+    return f"{100 * number:+.2f}" if signed else f"{100 * number:.2f}"
+
+
+def _plain(value: object) -> str:
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
 # --- warnings -------------------------------------------------------------------------------------
