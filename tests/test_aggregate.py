@@ -166,3 +166,21 @@ def test_a_result_of_any_wrong_shape_is_one_warning_never_a_traceback(
         assert names == ["good"]
         assert len(runs.problems) == 1 and runs.problems[0].startswith(f"{odd}: ")
         assert "\n" not in runs.problems[0]
+
+
+def test_the_trainers_timing_fields_become_columns(tmp_path):
+    fake_run(tmp_path, "timed", {"arch": "mlp", "seed": 0}, 0.9, 0.9)
+    result = SweepLayout(tmp_path).run_named("timed").result
+    content = json.loads(result.read_text())
+    content["timing"].update(first_epoch_seconds=9.5, steady_epoch_seconds=0.7, peak_rss_mb=812.0)
+    fsio.write_json(result, content)
+    row = sweep_runs.load_runs(tmp_path).frame.iloc[0]
+    assert (row["first_epoch_seconds"], row["steady_epoch_seconds"]) == (9.5, 0.7)
+    assert row["peak_rss_mb"] == 812.0
+
+
+def test_a_warning_with_brackets_is_printed_as_text(sweep, capsys):
+    odd = SweepLayout(sweep).run_named("[bold]odd[red]").result
+    fsio.write_text(odd, "[not json")
+    assert main(["aggregate", str(sweep)]) == 0
+    assert "[bold]odd[red]/result.json: not JSON" in capsys.readouterr().out

@@ -29,6 +29,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def aggregate(sweep_dir: Path) -> int:
+    from rich.markup import escape
+
     from mnistsweep import fsio
     from mnistsweep.analysis import runs as sweep_runs
     from mnistsweep.analysis import tables  # pandas: not on the submit-and-return path
@@ -37,8 +39,8 @@ def aggregate(sweep_dir: Path) -> int:
 
     record = guard.read_record(sweep_dir)
     runs = sweep_runs.load_runs(sweep_dir)
-    for problem in runs.problems:
-        console.print(f"[yellow]warning[/]: {problem}", markup=True)
+    for problem in runs.problems:  # a path or key from a damaged file is text, never markup
+        console.print(f"[yellow]warning[/]: {escape(problem)}", markup=True)
     table = tables.summarize(runs.frame, record.axes)
     csv_path = fsio.write_text(SweepLayout(sweep_dir).summary_csv, table.to_csv(index=False))
     if table.empty:
