@@ -1,56 +1,74 @@
-"""Train one cell: data split → model → fit with per-epoch checkpoints → best model → result.json.
+"""Train one cell: data split → model → fit, one epoch at a time → best state → result.json.
 
 The trainer knows nothing about SLURM or the sweep's other cells. Everything a later stage needs
 (metrics, history, class probabilities, the best model) lands in the cell's run directory, and
 `result.json` is written last and atomically: its presence means the run is complete.
+
+Every random stream is a function of the cell's seed and the epoch, or restored from the
+checkpoint: the data order of epoch e is a permutation drawn from (seed, e), and the dropout and
+augmentation seed generators are variables saved with the weights. A run stopped at any epoch
+boundary and resumed therefore ends bit for bit where the run left alone ends.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import platform
-import socket
-import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+
+from mnistsweep.train import runtime  # numpy only: the process's start is timed before Keras
+
+STARTUP_SECONDS = runtime.process_age()
+_IMPORTS_STARTED = time.perf_counter()
+
+import json  # noqa: E402 (the imports below are timed: they are part of a cell's overhead)
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, CUDA probes
 
-import keras
-import numpy as np
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
-from mnistsweep.sweep.rundir import RunFiles, write_json_atomic
-from mnistsweep.sweep.spec import Cell
-from mnistsweep.train import data, models
-from mnistsweep.train.tblog import EventLog
+from mnistsweep import fsio, metrics  # noqa: E402
+from mnistsweep.errors import MnistsweepError  # noqa: E402
+from mnistsweep.sweep import records  # noqa: E402
+from mnistsweep.sweep.layout import RunLayout  # noqa: E402
+from mnistsweep.sweep.spec import Cell  # noqa: E402
+from mnistsweep.train import data, models  # noqa: E402
+from mnistsweep.train.checkpoint import Checkpoints  # noqa: E402
+from mnistsweep.train.runtime import Split, StageClock  # noqa: E402
+from mnistsweep.train.tblog import EventLog  # noqa: E402
 
+IMPORT_SECONDS = time.perf_counter() - _IMPORTS_STARTED
 EVAL_BATCH = 2048  # inference needs no small batches; large ones are several times faster
 # Training steps per call into TensorFlow: small nets spend much of a step in dispatch (1.5x the
 # MLP's epoch speed on 2 cores at 32). JAX unrolls these steps into one program, which would
 # multiply its compile time, so there each call stays one step.
 STEPS_PER_EXECUTION = {"tensorflow": 32}
-
-
-@dataclass(frozen=True)
-class Split:
-    """Training, validation (the last share of the 60,000, the same for every seed) and test."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+# Divergence: a non-finite loss, or an absurd one with nothing learnt: an epoch's mean training
+# loss above a thousand times chance level (ln 10 ≈ 2.3) while its training accuracy stays below
+# twice chance. Neither part alone would do. Healthy nets never come near the bound: on raw
+# 0..255 pixels the worst starts near 170 (baseline_mlp; logistic regression 150), and l2=1.0
+# adds at most 1,150 at initialisation (fcn_512). But Keras computes the training loss from the
+# logits, unclipped, so logistic regression on raw pixels at learning_rate=10 averages 58,000
+# while reaching 88% accuracy: large, yet learning. Measured with diverged runs: 7.6e7 at 16%
+# (mlp, l2=1, learning_rate=10), 3.1e6 at 10% (mlp on raw pixels, learning_rate=1).
+DIVERGED_LOSS = 1000 * math.log(10)
+CHANCE_ACCURACY = 0.1
 
 
 def split_data(mnist: data.Mnist, validation_split: float, train_subset: int | None) -> Split:
+    """Training, validation (the last share of the 60,000, the same for every seed) and test."""
     n_val = round(len(mnist.x_train) * validation_split)
     n_train = len(mnist.x_train) - n_val
+    if n_val == 0 or n_train == 0:
+        raise MnistsweepError(
+            f"train.validation_split: {validation_split} leaves {n_val} validation and "
+            f"{n_train} training images of {len(mnist.x_train)}; choose a share that leaves "
+            f"both (e.g. 0.1)"
+        )
     limit = min(train_subset or n_train, n_train)
 
     def as_float(x: np.ndarray) -> np.ndarray:
@@ -63,6 +81,14 @@ def split_data(mnist: data.Mnist, validation_split: float, train_subset: int | N
         y_val=mnist.y_train[n_train:].astype("int32"),
         x_test=as_float(mnist.x_test),
         y_test=mnist.y_test.astype("int32"),
+    )
+
+
+def load_split(data_dir: Path | None, validation_split: float, train_subset: int | None) -> Split:
+    """The split, made once per process: a job's cells share it."""
+    key = (str(data_dir), validation_split, train_subset)
+    return runtime.SPLITS.get(
+        key, lambda: split_data(data.load(data_dir), validation_split, train_subset)
     )
 
 
@@ -96,202 +122,227 @@ def learning_rate(config: dict[str, Any], steps_per_epoch: int) -> Any:
     return initial
 
 
-class RunRecorder(keras.callbacks.Callback):
-    """Per epoch: history, timing, TensorBoard scalars, best weights, and a resumable checkpoint.
+def initial_model(config: dict[str, Any], split: Split, data_dir: Path | None) -> keras.Model:
+    """The cell's freshly initialised, compiled model, its optimizer built.
 
-    Every file is replaced atomically, so a job killed at any moment resumes from its last
-    completed epoch with weights, optimizer state, history and best-so-far intact.
+    A process that trains several cells differing only by seed compiles once: the new cell's
+    initial weights and seed generators are built as for a fresh model, then assigned into the
+    compiled model of an earlier cell, whose optimizer goes back to its initial state.
     """
+    keras.utils.set_random_seed(config["seed"])
+    model = models.build_model(
+        config["arch"],
+        normalization=config["normalization"],
+        x_train=split.x_train,
+        dropout=config["dropout"],
+        l2=config["l2"],
+        augment=config["augment"],
+        seed=config["seed"],
+    )
+    use_xla = deterministic_kernels(model)
+    key = runtime.compile_key(config, data_dir)
+    compiled = runtime.COMPILED.find(key)
+    if compiled is not None:
+        compiled.reset_to(model)
+        return compiled.model
+    steps_per_epoch = math.ceil(len(split.x_train) / config["batch_size"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate(config, steps_per_epoch)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=use_xla,
+        steps_per_execution=STEPS_PER_EXECUTION.get(keras.backend.backend(), 1),
+    )
+    model.optimizer.build(model.trainable_variables)
+    runtime.COMPILED.add(key, model)
+    return model
 
-    def __init__(self, files: RunFiles, state: dict[str, Any], events: EventLog):
-        super().__init__()
-        self.files = files
-        self.state = state
-        self.events = events
-        self._epoch_start = 0.0
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch_start = time.perf_counter()
+def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+    """The order of the training images in `epoch`: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch]).permutation(size)
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = dict(logs or {})
-        seconds = time.perf_counter() - self._epoch_start
-        history = self.state["history"]
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            history.setdefault(key, []).append(float(logs.get(key, math.nan)))
-        history.setdefault("seconds", []).append(seconds)
-        self.events.scalars(
-            "train", {"epoch_loss": logs["loss"], "epoch_accuracy": logs["accuracy"]}, epoch
-        )
-        self.events.scalars(
-            "validation",
-            {"epoch_loss": logs["val_loss"], "epoch_accuracy": logs["val_accuracy"]},
-            epoch,
-        )
-        if not (math.isfinite(logs["loss"]) and math.isfinite(logs["val_loss"])):
-            self.state["diverged_at"] = epoch
-            self.model.stop_training = True
+
+def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Class probabilities, by calling the model on large batches: no inference program to
+    trace and compile (a second or more per cell), the same numbers every time."""
+    batches = [
+        keras.ops.convert_to_numpy(model(images[start : start + EVAL_BATCH], training=False))
+        for start in range(0, len(images), EVAL_BATCH)
+    ]
+    return np.concatenate(batches).astype("float32")
+
+
+def validation_loss(model: keras.Model, probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """As Keras's `val_loss`: cross-entropy plus the L2 penalties of the current weights."""
+    penalty = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+    return metrics.cross_entropy(probabilities, labels) + penalty
+
+
+def is_diverged(train_loss: float, train_accuracy: float, val_loss: float) -> bool:
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        return True
+    return train_loss > DIVERGED_LOSS and train_accuracy < 2 * CHANCE_ACCURACY
+
+
+def train_epochs(
+    model: keras.Model,
+    split: Split,
+    config: dict[str, Any],
+    state: records.RunState,
+    checkpoints: Checkpoints,
+    events: EventLog,
+    clock: StageClock,
+) -> None:
+    """Fit one epoch at a time from the committed state; each epoch ends committed to disk."""
+    for epoch in range(state.epochs_done, config["epochs"]):
+        started = time.perf_counter()
+        order = epoch_order(config["seed"], epoch, len(split.x_train))
+        with clock("train"):
+            logs = model.fit(
+                split.x_train[order],
+                split.y_train[order],
+                batch_size=config["batch_size"],
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                shuffle=False,
+                verbose=0,
+            ).history
+        with clock("validation"):
+            val_probs = predict(model, split.x_val)
+            val_loss = validation_loss(model, val_probs, split.y_val)
+        epoch_metrics = {
+            "loss": float(logs["loss"][-1]),
+            "accuracy": float(logs["accuracy"][-1]),
+            "val_loss": val_loss,
+            "val_accuracy": metrics.accuracy(val_probs, split.y_val),
+            "seconds": time.perf_counter() - started,
+        }
+        for key, value in epoch_metrics.items():
+            state.history.setdefault(key, []).append(value)
+        with clock("tensorboard"):
+            log_epoch(events, epoch, epoch_metrics)
+        if is_diverged(epoch_metrics["loss"], epoch_metrics["accuracy"], val_loss):
+            state.diverged_at = epoch
             return
-        # New files under new names first; state.json, written last, commits the epoch.
-        if logs["val_loss"] < self.state["best_val_loss"]:
-            best = self.files.best_weights_of(epoch)
-            save_atomic(best, self.model.save_weights)
-            self.state.update(
-                best_val_loss=float(logs["val_loss"]), best_epoch=epoch, best_weights=best.name
-            )
-        checkpoint = self.files.checkpoint_after(epoch + 1)
-        save_atomic(checkpoint, self.model.save)
-        self.state.update(epochs_done=epoch + 1, checkpoint=checkpoint.name)
-        write_json_atomic(self.files.state, self.state)
-        self.files.remove_training_files(
-            keep=[checkpoint, self.files.named_in(self.state, "best_weights")]
-        )
+        with clock("checkpoints"):
+            checkpoints.commit_epoch(state, model, val_loss)
 
 
-def save_atomic(path: Path, save: Any) -> None:
-    """Keras picks the format from the suffix, so the temporary name keeps it."""
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    save(str(temporary))
-    os.replace(temporary, path)
+def log_epoch(events: EventLog, epoch: int, values: dict[str, float]) -> None:
+    """The scalars Keras's TensorBoard callback would write, under its names."""
+    events.scalars(
+        "train", {"epoch_loss": values["loss"], "epoch_accuracy": values["accuracy"]}, epoch
+    )
+    events.scalars(
+        "validation",
+        {"epoch_loss": values["val_loss"], "epoch_accuracy": values["val_accuracy"]},
+        epoch,
+    )
 
 
 def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
     """Train `cell` in `run_dir` (resuming if a checkpoint is there) and return its result."""
-    files = RunFiles(run_dir)
-    files.root.mkdir(parents=True, exist_ok=True)
+    clock = StageClock.for_cell(STARTUP_SECONDS, IMPORT_SECONDS)
+    run = RunLayout(Path(run_dir))
+    run.create()
     config = dict(cell.config)
-    started = time.time()
-    split = split_data(data.load(data_dir), config["validation_split"], config["train_subset"])
-    steps_per_epoch = math.ceil(len(split.x_train) / config["batch_size"])
-
-    state = files.read_state(cell.id)
-    if state is not None:
-        model = keras.models.load_model(files.named_in(state, "checkpoint"))
-        keras.utils.set_random_seed(config["seed"] + state["epochs_done"])
-        deterministic_kernels(model)
+    with clock("data"):
+        split = load_split(data_dir, config["validation_split"], config["train_subset"])
+    with clock("model"):
+        model = initial_model(config, split, data_dir)
+    checkpoints = Checkpoints(run)
+    with clock("checkpoints"):
+        state, warning = checkpoints.resume(cell.id, model)
+    if state is None:
+        state = records.RunState(cell_id=cell.id)
+        write_summary(run, cell)
     else:
-        keras.utils.set_random_seed(config["seed"])
-        state = {
-            "cell_id": cell.id,
-            "epochs_done": 0,
-            "best_val_loss": math.inf,
-            "best_epoch": None,
-            "history": {},
-            "resumed_at": [],
-        }
-        model = models.build_model(
-            config["arch"],
-            normalization=config["normalization"],
-            x_train=split.x_train,
-            dropout=config["dropout"],
-            l2=config["l2"],
-            augment=config["augment"],
-            seed=config["seed"],
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate(config, steps_per_epoch)),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=deterministic_kernels(model),
-            steps_per_execution=STEPS_PER_EXECUTION.get(keras.backend.backend(), 1),
-        )
-        write_summary(files, cell)
-    if state["epochs_done"]:
-        state["resumed_at"].append(state["epochs_done"])
+        state.resumed_at.append(state.epochs_done)
+    if warning:
+        report_warning(run, cell, warning)
 
-    events = EventLog(files.tensorboard)
+    events = EventLog(run.tensorboard)
     try:
-        if state["epochs_done"] == 0:
-            events.text("train", "summary", "```\n" + files.summary.read_text() + "\n```")
+        if state.epochs_done == 0:
+            events.text("train", "summary", "```\n" + run.summary.read_text() + "\n```")
             events.hparams(tensorboard_hparams(cell), trial_id=cell.name)
-        model.fit(
-            split.x_train,
-            split.y_train,
-            batch_size=config["batch_size"],
-            epochs=config["epochs"],
-            initial_epoch=state["epochs_done"],
-            validation_data=(split.x_val, split.y_val),
-            validation_batch_size=EVAL_BATCH,
-            callbacks=[RunRecorder(files, state, events)],
-            verbose=0,
-        )
-        if "diverged_at" in state:
-            result = base_result(cell, state, started, status="diverged")
-        else:
-            result = evaluate_best(model, files, split, cell, state, started)
-            events.scalars("test", {"test_accuracy": result["metrics"]["test_accuracy"]}, 0)
+        train_epochs(model, split, config, state, checkpoints, events, clock)
+        scores: dict[str, Any] = {}
+        if state.diverged_at is None:
+            with clock("evaluate"):
+                scores = evaluate_best(model, run, checkpoints, split, state)
+            events.scalars("test", {"test_accuracy": scores["test_accuracy"]}, 0)
     finally:
         events.close()
-    write_json_atomic(files.history, state["history"])
-    write_json_atomic(files.result, result)
-    # model.keras holds the best weights now; the resume point and the weights copy are spent.
-    files.remove_training_files()
-    return result
+    fsio.write_json(run.history, state.history)
+    result = make_result(cell, state, scores, clock, [warning] if warning else [])
+    records.write(run.result, result)
+    # model.keras holds the best state now; the resume point and the best state are spent.
+    checkpoints.prune(keep=frozenset())
+    return result.model_dump(mode="json")
 
 
 def evaluate_best(
     model: keras.Model,
-    files: RunFiles,
+    run: RunLayout,
+    checkpoints: Checkpoints,
     split: Split,
-    cell: Cell,
-    state: dict[str, Any],
-    started: float,
+    state: records.RunState,
 ) -> dict[str, Any]:
-    """Restore the weights with the lowest validation loss, then score them on the test set."""
-    model.load_weights(files.named_in(state, "best_weights"))
-    save_atomic(files.model, model.save)
-    val_probs = model.predict(split.x_val, batch_size=EVAL_BATCH, verbose=0)
-    test_probs = model.predict(split.x_test, batch_size=EVAL_BATCH, verbose=0)
-    np.save(files.val_probs, val_probs.astype("float32"))
-    np.save(files.test_probs, test_probs.astype("float32"))
-    result = base_result(cell, state, started, status="completed")
-    result["metrics"].update(
-        test_accuracy=accuracy(test_probs, split.y_test),
-        test_loss=cross_entropy(test_probs, split.y_test),
-        best_val_accuracy=accuracy(val_probs, split.y_val),
-    )
-    result["params"] = {
-        "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-        "total": int(model.count_params()),
-    }
-    return result
-
-
-def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(probabilities, axis=1) == labels))
-
-
-def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Keras's categorical cross-entropy: clip at 1e-7 so a confident mistake stays finite."""
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-    return float(-np.mean(np.log(picked)))
-
-
-def base_result(cell: Cell, state: dict[str, Any], started: float, status: str) -> dict[str, Any]:
-    history = state["history"]
-    finished = time.time()
+    """Restore the state with the lowest validation loss, save it, score it on the test set."""
+    checkpoints.restore_best(state, model)
+    fsio.write_with(run.model, model.save)
+    val_probs = predict(model, split.x_val)
+    test_probs = predict(model, split.x_test)
+    fsio.write_with(run.val_probs, lambda path: np.save(path, val_probs))
+    fsio.write_with(run.test_probs, lambda path: np.save(path, test_probs))
     return {
-        "status": status,
-        "cell_id": cell.id,
-        "cell_name": cell.name,
-        "axes": list(cell.axes),
-        "config": dict(cell.config),
-        "metrics": {
-            "best_val_loss": state["best_val_loss"] if state["best_epoch"] is not None else None,
-            "best_epoch": state["best_epoch"],
-            "epochs_run": len(history.get("loss", [])),
-            "final_train_accuracy": (history.get("accuracy") or [None])[-1],
+        "test_accuracy": metrics.accuracy(test_probs, split.y_test),
+        "test_loss": metrics.cross_entropy(test_probs, split.y_test),
+        "best_val_accuracy": metrics.accuracy(val_probs, split.y_val),
+        "params": {
+            "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+            "total": int(model.count_params()),
         },
-        "timing": {
-            "epoch_seconds": history.get("seconds", []),
-            "total_seconds": sum(history.get("seconds", [])),
-            "wall_seconds_this_attempt": finished - started,
-            "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
-        },
-        "resumed_at_epochs": state["resumed_at"],
-        "diverged_at_epoch": state.get("diverged_at"),
-        "env": environment(),
     }
+
+
+def make_result(
+    cell: Cell,
+    state: records.RunState,
+    scores: dict[str, Any],
+    clock: StageClock,
+    warnings: list[str],
+) -> records.RunResult:
+    history = state.history
+    params = scores.pop("params", None)
+    return records.RunResult(
+        status="diverged" if state.diverged_at is not None else "completed",
+        cell_id=cell.id,
+        cell_name=cell.name,
+        axes=list(cell.axes),
+        config=dict(cell.config),
+        metrics=records.RunMetrics(
+            best_val_loss=state.best_val_loss if state.best_epoch is not None else None,
+            best_epoch=state.best_epoch,
+            epochs_run=len(history.get("loss", [])),
+            final_train_accuracy=history["accuracy"][-1] if history.get("accuracy") else None,
+            **scores,
+        ),
+        timing=clock.timing(history.get("seconds", [])),
+        params=params,
+        resumed_at_epochs=state.resumed_at,
+        diverged_at_epoch=state.diverged_at,
+        env=runtime.environment(),
+        warnings=warnings,
+    )
+
+
+def report_warning(run: RunLayout, cell: Cell, warning: str) -> None:
+    """One line on stderr (the job's log) and in the run's summary.txt."""
+    print(f"warning: {cell.name}: {warning}", file=sys.stderr, flush=True)
+    fsio.append_line(run.summary, f"warning: {warning}")
 
 
 def tensorboard_hparams(cell: Cell) -> dict[str, Any]:
@@ -301,45 +352,11 @@ def tensorboard_hparams(cell: Cell) -> dict[str, Any]:
     }
 
 
-def write_summary(files: RunFiles, cell: Cell) -> None:
+def write_summary(run: RunLayout, cell: Cell) -> None:
     """The tutorials keep the command and its arguments beside every run: so do we."""
     lines = [
         f"command: {' '.join(sys.argv)}",
         f"cell: {cell.name} ({cell.id})",
         "config: " + json.dumps(dict(cell.config), sort_keys=True),
     ]
-    files.summary.write_text("\n".join(lines) + "\n")
-
-
-def environment() -> dict[str, Any]:
-    backend = keras.backend.backend()
-    versions = {
-        "python": platform.python_version(),
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-    }
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
-    elif backend == "jax":
-        import jax
-
-        versions["jax"] = jax.__version__
-    slurm = {
-        key.lower(): os.environ[key]
-        for key in (
-            "SLURM_JOB_ID",
-            "SLURM_ARRAY_JOB_ID",
-            "SLURM_ARRAY_TASK_ID",
-            "SLURM_RESTART_COUNT",
-        )
-        if key in os.environ
-    }
-    return {
-        "versions": versions,
-        "keras_backend": backend,
-        "host": socket.gethostname(),
-        "slurm": slurm or None,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-    }
+    fsio.write_text(run.summary, "\n".join(lines) + "\n")
