@@ -39,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
     metrics = result["metrics"]
     console.print(
         f"{result['status']} in {time.perf_counter() - started:.1f} s: "
-        f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, "
-        f"best validation accuracy {metrics.get('best_val_accuracy', float('nan')):.4f} "
-        f"(epoch {metrics.get('best_epoch')})"
+        f"test accuracy {score(metrics['test_accuracy'])}, "
+        f"best validation accuracy {score(metrics['best_val_accuracy'])} "
+        f"(epoch {metrics['best_epoch']})",
+        markup=False,
     )
     return 0 if result["status"] == "completed" else 1
+
+
+def score(value: float | None) -> str:
+    """A diverged run has no scores."""
+    return "-" if value is None else f"{value:.4f}"
