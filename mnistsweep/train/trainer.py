@@ -193,8 +193,10 @@ def train_epochs(
     checkpoints: Checkpoints,
     events: EventLog,
     clock: StageClock,
-) -> None:
-    """Fit one epoch at a time from the committed state; each epoch ends committed to disk."""
+) -> np.ndarray | None:
+    """Fit one epoch at a time from the committed state; each epoch ends committed to disk.
+    Returns the best epoch's validation probabilities when this attempt trained that epoch."""
+    best_val_probs = None
     for epoch in range(state.epochs_done, config["epochs"]):
         started = time.perf_counter()
         order = epoch_order(config["seed"], epoch, len(split.x_train))
@@ -224,9 +226,12 @@ def train_epochs(
             log_epoch(events, epoch, epoch_metrics)
         if is_diverged(epoch_metrics["loss"], epoch_metrics["accuracy"], val_loss):
             state.diverged_at = epoch
-            return
+            return None
         with clock("checkpoints"):
             checkpoints.commit_epoch(state, model, val_loss)
+        if state.best_epoch == epoch:
+            best_val_probs = val_probs
+    return best_val_probs
 
 
 def log_epoch(events: EventLog, epoch: int, values: dict[str, float]) -> None:
@@ -267,11 +272,11 @@ def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[st
         if state.epochs_done == 0:
             events.text("train", "summary", "```\n" + run.summary.read_text() + "\n```")
             events.hparams(tensorboard_hparams(cell), trial_id=cell.name)
-        train_epochs(model, split, config, state, checkpoints, events, clock)
+        best_val_probs = train_epochs(model, split, config, state, checkpoints, events, clock)
         scores: dict[str, Any] = {}
         if state.diverged_at is None:
             with clock("evaluate"):
-                scores = evaluate_best(model, run, checkpoints, split, state)
+                scores = evaluate_best(model, run, checkpoints, split, state, best_val_probs)
             events.scalars("test", {"test_accuracy": scores["test_accuracy"]}, 0)
     finally:
         events.close()
@@ -289,11 +294,13 @@ def evaluate_best(
     checkpoints: Checkpoints,
     split: Split,
     state: records.RunState,
+    best_val_probs: np.ndarray | None,
 ) -> dict[str, Any]:
-    """Restore the state with the lowest validation loss, save it, score it on the test set."""
+    """Restore the state with the lowest validation loss, save it, score it on the test set.
+    Its validation probabilities are those of its epoch (the same numbers): not computed twice."""
     checkpoints.restore_best(state, model)
     fsio.write_with(run.model, model.save)
-    val_probs = predict(model, split.x_val)
+    val_probs = predict(model, split.x_val) if best_val_probs is None else best_val_probs
     test_probs = predict(model, split.x_test)
     fsio.write_with(run.val_probs, lambda path: np.save(path, val_probs))
     fsio.write_with(run.test_probs, lambda path: np.save(path, test_probs))
