@@ -82,6 +82,8 @@ class Checkpoints:
         if state.cell_id != cell_id:
             return self._discard(f"{self.run.state.name} belongs to cell {state.cell_id}")
         checkpoint = self.run.named(state.checkpoint)
+        if not checkpoint.is_file() and self.run.result.exists():
+            return None, ""  # a finished run, trained again: its training files are spent
         if not checkpoint.is_file():
             return self._discard(f"{checkpoint.name} named by {self.run.state.name} is missing")
         try:

@@ -12,22 +12,21 @@ boundary and resumed therefore ends bit for bit where the run left alone ends.
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from mnistsweep.train import runtime  # numpy only: the process's start is timed before Keras
 
 STARTUP_SECONDS = runtime.process_age()
 _IMPORTS_STARTED = time.perf_counter()
-
-import json  # noqa: E402 (the imports below are timed: they are part of a cell's overhead)
-import math  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter, CUDA probes
 
+# The imports below are timed (E402): they are a part of the first cell's overhead.
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
