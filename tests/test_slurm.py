@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnistsweep.execute import limits, scheduler, slurm
 from mnistsweep.execute import plan as planning
-from mnistsweep.execute import scheduler, slurm
+from mnistsweep.sweep import records, state
 from mnistsweep.sweep.layout import SweepLayout
-from mnistsweep.sweep.rundir import RunFiles, read_json
 from mnistsweep.sweep.spec import load_spec
 
 pytestmark = pytest.mark.slurm
@@ -76,16 +76,25 @@ def cli(
     )
 
 
-def sacct_tasks(array_id: str) -> dict[str, str]:
+def sacct_tasks(array_id: str, count: int) -> dict[str, str]:
     """Poll sacct until its records settle (it lags the jobs by a few seconds)."""
     deadline = time.time() + 30
     while True:
-        states = scheduler.sacct_states([f"{array_id}_0"])
+        states = scheduler.sacct_states([f"{array_id}_{i}" for i in range(count)])
         if (
             states and all(s in scheduler.ENDED_STATES for s in states.values())
         ) or time.time() > deadline:
             return states
         time.sleep(1)
+
+
+def result_of(sweep_dir: Path, cell) -> records.RunResult | None:
+    return records.read(records.RunResult, SweepLayout(sweep_dir).run(cell).result)
+
+
+def status_of(sweep_dir: Path, cell) -> str | None:
+    result = result_of(sweep_dir, cell)
+    return result.status if result else None
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
@@ -114,20 +123,20 @@ def test_packed_sweep_runs_as_one_array_with_a_failure_isolated(cluster, tmp_pat
     assert "submitted 6 cells in 3 job(s) as 1 array(s)" in result.stdout
     sweep_dir = tmp_path / "out" / "packed"
 
-    statuses = {c.id: RunFiles(SweepLayout(sweep_dir).run(c).root).status() for c in cells}
+    statuses = {c.id: status_of(sweep_dir, c) for c in cells}
     assert statuses.pop(doomed.id) == "failed"
     assert set(statuses.values()) == {"completed"}
-    failure = RunFiles(SweepLayout(sweep_dir).run(doomed).root).read_result()
-    assert "injected failure" in failure["error"] and failure["error_tail"]
+    failure = result_of(sweep_dir, doomed)
+    assert failure and "injected failure" in (failure.error or "") and failure.error_tail
     assert f"failed {doomed.name}" in result.stdout  # shown, not hidden behind "completed"
 
     jobs = [json.loads(line) for line in (sweep_dir / "jobs.jsonl").read_text().splitlines()]
     assert len(jobs) == 3 and all(len(job["cells"]) == 2 for job in jobs)
     array_id = jobs[0]["job_id"].split("_")[0]
     assert {job["job_id"].split("_")[0] for job in jobs} == {array_id}
-    tasks = sacct_tasks(array_id)
+    tasks = sacct_tasks(array_id, 3)
     assert tasks == {f"{array_id}_{i}": "COMPLETED" for i in range(3)}
-    env = RunFiles(SweepLayout(sweep_dir).run(cells[0]).root).read_result()["env"]
+    env = (result_of(sweep_dir, cells[0]) or pytest.fail("no result")).env or {}
     assert env["slurm"]["slurm_array_job_id"] == array_id
 
     status = cli(tmp_path, mnist_dir, "status", str(sweep_dir))
@@ -142,7 +151,7 @@ def test_packed_sweep_runs_as_one_array_with_a_failure_isolated(cluster, tmp_pat
     retry = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--retry-failed", "--wait")
     assert retry.returncode == 0, retry.stdout + retry.stderr
     assert "1 to train" in retry.stdout
-    assert RunFiles(SweepLayout(sweep_dir).run(doomed).root).status() == "completed"
+    assert status_of(sweep_dir, doomed) == "completed"
 
 
 def test_gpu_request_is_granted_on_fake_gres(cluster, tmp_path, mnist_dir):
@@ -150,7 +159,7 @@ def test_gpu_request_is_granted_on_fake_gres(cluster, tmp_path, mnist_dir):
     result = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     cell = load_spec(spec_path).cells()[0]
-    env = RunFiles(SweepLayout(tmp_path / "out" / "gpu").run(cell).root).read_result()["env"]
+    env = (result_of(tmp_path / "out" / "gpu", cell) or pytest.fail("no result")).env or {}
     assert env["cuda_visible_devices"] == "0"  # SLURM gave the job one (fake) GPU
 
 
@@ -190,23 +199,20 @@ def test_requeued_job_resumes_from_a_later_epoch(cluster, tmp_path, mnist_dir):
     assert result.returncode == 0, result.stderr
     sweep_dir = tmp_path / "out" / "requeue"
     cell = load_spec(spec_path).cells()[0]
-    files = RunFiles(SweepLayout(sweep_dir).run(cell).root)
-    wait_for(
-        lambda: (read_json(files.state) or {}).get("epochs_done", 0) >= 2,
-        240,
-        "two epochs before the requeue",
-    )
+    run = SweepLayout(sweep_dir).run(cell)
+    wait_for(lambda: state.committed_epochs(run) >= 2, 240, "two epochs before the requeue")
     job_id = scheduler.read_jobs(sweep_dir)[cell.id]
     subprocess.run(["scontrol", "requeue", job_id], check=True)
-    wait_for(lambda: files.status() is not None, 400, "the requeued job to finish")
+    wait_for(lambda: run.result.exists(), 400, "the requeued job to finish")
 
-    final = files.read_result()
-    assert final["status"] == "completed"
-    assert final["resumed_at_epochs"] and final["resumed_at_epochs"][0] >= 2
-    assert final["metrics"]["epochs_run"] == 8
-    assert final["env"]["slurm"].get("slurm_restart_count") == "1"
-    log = json.loads(files.history.read_text())
+    final = result_of(sweep_dir, cell)
+    assert final is not None and final.status == "completed"
+    assert final.resumed_at_epochs and final.resumed_at_epochs[0] >= 2
+    assert final.metrics.epochs_run == 8
+    assert (final.env or {})["slurm"].get("slurm_restart_count") == "1"
+    log = json.loads(run.history.read_text())
     assert len(log["val_accuracy"]) == 8
+    final = final.model_dump()  # for the print below
     print(
         f"requeue epoch log: resumed at {final['resumed_at_epochs']}, "
         f"epoch seconds {[round(s, 1) for s in final['timing']['epoch_seconds']]}"
@@ -250,10 +256,9 @@ def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, mon
         slurm={"additional": {"begin": "now+600"}},
     )
     plan = planning.plan_launch(load_spec(spec_path), tmp_path / "out", "slurm")
-    monkeypatch.setattr(scheduler, "max_array_size", lambda: 3)
     try:
-        jobs = slurm.submit(plan, mnist_dir)
-        arrays = slurm.array_ids(jobs)
+        submission = slurm.submit(plan, mnist_dir, plan.batches, max_array_size=3)
+        jobs, arrays = submission.jobs, submission.arrays
         per_array = [sum(job.job_id.split("_")[0] == array for job in jobs) for array in arrays]
         assert per_array == [3, 3, 1]  # no index reaches MaxArraySize
         assert max(int(job.job_id.partition("_")[2] or 0) for job in jobs) == 2
@@ -262,12 +267,12 @@ def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, mon
 
 
 def test_real_max_array_size_is_read_from_the_cluster(cluster):
-    size = scheduler.max_array_size()
+    size = limits.read_limits().max_array_size
     assert isinstance(size, int) and size >= 1
 
 
 def test_the_launcher_runs_as_a_batch_job_that_waits_and_reports(cluster, tmp_path, mnist_dir):
-    """slurm/plan.sbatch: submit the launcher from a login node and log out; it submits the
+    """slurm/launch.sbatch: submit the launcher from a login node and log out; it submits the
     sweep's array, waits for it, aggregates and writes the report."""
     spec_path = write_spec(tmp_path, "batch", {"arch": ["linear"], "seed": [0, 1]})
     environment = {
@@ -276,7 +281,7 @@ def test_the_launcher_runs_as_a_batch_job_that_waits_and_reports(cluster, tmp_pa
         "MNISTSWEEP_PYTHON": sys.executable,
         "COLUMNS": "200",
     }
-    script = REPO / "slurm" / "plan.sbatch"
+    script = REPO / "slurm" / "launch.sbatch"
     command = ["sbatch", "--wait", str(script), str(spec_path), "--results-dir", "out"]
     submitted = subprocess.run(
         ["timeout", "300", *command],
@@ -292,5 +297,5 @@ def test_the_launcher_runs_as_a_batch_job_that_waits_and_reports(cluster, tmp_pa
     assert "submitted 2 cells" in log and "2 completed" in log and "| linear" in log
     sweep_dir = tmp_path / "out" / "batch"
     for cell in load_spec(spec_path).cells():
-        assert RunFiles(SweepLayout(sweep_dir).run(cell).root).status() == "completed"
+        assert status_of(sweep_dir, cell) == "completed"
     assert "## Results per configuration" in (sweep_dir / "report.md").read_text()
