@@ -6,9 +6,9 @@ folder and times two launches of it:
 
 - end to end: the user's command, `python -m mnistsweep launch SPEC --executor slurm
   --results-dir TMP`, from process start to exit;
-- in process: `commands.launch` inside a fresh interpreter, from the first import of the package
-  to its return, with its stages (import, plan, data check, spec record, code snapshot,
-  MaxArraySize, sbatch, the rest of submit) timed by wrapping the functions it calls.
+- in process: `launch` (mnistsweep.cli.main) inside a fresh interpreter, from the first import
+  of the package to its return, with its stages (import, plan, data check, spec record, code
+  snapshot, cluster limits, sbatch, the rest of submit) timed by wrapping the functions it calls.
 
 Wall seconds depend on what else runs on the machine; the CPU seconds (user + system, of the
 command and the sbatch/scontrol it waits for) much less, so they compare code versions on a busy
@@ -54,7 +54,7 @@ STAGES = (
     "record spec",
     "submit",
     "  code snapshot",
-    "  MaxArraySize",
+    "  cluster limits",
     "  sbatch",
     "  the rest (pickles, jobs.jsonl)",
 )
@@ -166,7 +166,7 @@ def launch_end_to_end(spec: Path, results: Path) -> tuple[float, float]:
 
 
 def launch_in_process(spec: Path, results: Path) -> dict[str, float]:
-    """`commands.launch` in a fresh interpreter (this file with --stages), so imports are cold."""
+    """`launch` in a fresh interpreter (this file with --stages), so imports are cold."""
     staged = subprocess.run(
         [sys.executable, __file__, "--stages", str(spec), str(results)],
         capture_output=True,
@@ -201,31 +201,23 @@ def stages(spec: Path, results: Path) -> None:
     started, cpu = time.perf_counter(), time.process_time()
     import submitit
 
-    from mnistsweep import commands
-    from mnistsweep.execute import plan as launching
-    from mnistsweep.execute import slurm
+    from mnistsweep.cli import main
+    from mnistsweep.execute import limits, slurm
+    from mnistsweep.execute import plan as planning
     from mnistsweep.sweep import guard
+    from mnistsweep.sweep import spec as sweep_spec
     from mnistsweep.train import data
 
     timings = {"import": time.perf_counter() - started}
-    timed(commands, "load_spec", "load spec", timings)
-    timed(launching, "plan_launch", "plan", timings)
+    timed(sweep_spec, "load_spec", "load spec", timings)
+    timed(planning, "plan_launch", "plan", timings)
     timed(data, "load", "data check", timings)
     timed(guard, "record_spec", "record spec", timings)
     timed(slurm, "submit", "submit", timings)
     timed(slurm, "snapshot_code", "  code snapshot", timings)
-    timed(slurm, "max_array_size", "  MaxArraySize", timings)
+    timed(limits, "read_limits", "  cluster limits", timings)
     timed(submitit.SlurmExecutor, "_submit_command", "  sbatch", timings)
-    code = commands.launch(
-        spec,
-        executor="slurm",
-        results_dir=results,
-        data_dir=None,
-        dry_run=False,
-        wait=False,
-        retry_failed=False,
-        allow_large=False,
-    )
+    code = main(["launch", str(spec), "--executor", "slurm", "--results-dir", str(results)])
     total, cpu = time.perf_counter() - started, time.process_time() - cpu
     if code != 0:
         sys.exit(f"launch returned {code}")
