@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 from mnistsweep.execute import job
-from mnistsweep.sweep import state
+from mnistsweep.sweep import records, state
 from mnistsweep.sweep.layout import SweepLayout
-from mnistsweep.sweep.rundir import RunFiles
 from mnistsweep.sweep.spec import load_spec
 from mnistsweep.train import trainer
 
@@ -152,17 +151,25 @@ def test_failing_cell_is_recorded_and_the_others_go_on(tmp_path, tiny_spec, monk
     def fake_run_cell(cell, run_dir, data_dir):
         if cell.id == broken.id:
             raise MemoryError("out of memory in a convolution")
-        RunFiles(run_dir).result.write_text('{"status": "completed"}')
-        return {"status": "completed"}
+        result = records.RunResult(
+            status="completed",
+            cell_id=cell.id,
+            cell_name=cell.name,
+            config=dict(cell.config),
+            metrics=records.RunMetrics(test_accuracy=0.9, best_val_accuracy=0.9),
+        )
+        records.write(Path(run_dir) / "result.json", result)
+        return result.model_dump(mode="json")
 
     monkeypatch.setattr(trainer, "run_cell", fake_run_cell)
     outcomes = job.CellBatch()(str(tmp_path), cells, None)
     assert [o["status"] for o in outcomes] == ["completed", "failed", "completed", "completed"]
-    files = RunFiles(SweepLayout(tmp_path).run(broken).root)
-    result = files.read_result()
-    assert result["error"] == "MemoryError: out of memory in a convolution"
-    assert "MemoryError" in result["error_tail"][-1]
-    assert "Traceback" in files.error.read_text()
+    run = SweepLayout(tmp_path).run(broken)
+    result = records.read(records.RunResult, run.result)
+    assert result is not None and result.status == "failed"
+    assert result.error == "MemoryError: out of memory in a convolution"
+    assert "MemoryError" in result.error_tail[-1]
+    assert "Traceback" in run.error.read_text()
 
 
 def test_a_cell_locked_by_another_launch_is_not_trained_twice(tmp_path, tiny_spec, monkeypatch):
@@ -189,8 +196,9 @@ def test_cells_of_one_job_can_train_concurrently_with_the_same_results(
     alone = job.CellBatch()(str(tmp_path / "alone"), cells, str(mnist_dir), 1)
     assert [o["status"] for o in together] == [o["status"] for o in alone] == ["completed"] * 2
     for cell in cells:
-        metrics = [
-            RunFiles(SweepLayout(tmp_path / where).run(cell).root).read_result()["metrics"]
+        results = [
+            records.read(records.RunResult, SweepLayout(tmp_path / where).run(cell).result)
             for where in ("together", "alone")
         ]
-        assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]
+        assert results[0] is not None and results[1] is not None
+        assert results[0].metrics.test_accuracy == results[1].metrics.test_accuracy
