@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnistsweep.__main__ import main
-from mnistsweep.commands import choose_cell
+from mnistsweep.cli.train import choose_cell
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute import plan as planning
 from mnistsweep.sweep.spec import (
