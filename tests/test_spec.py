@@ -166,7 +166,11 @@ def test_random_specs_are_accepted_or_rejected_with_our_error(document):
     except MnistsweepError as error:
         assert str(error).startswith("random.yaml: ")
     else:
-        assert len(spec.cells()) == spec.size
+        cells = spec.cells()
+        assert len({cell.id for cell in cells}) == len(cells) >= 1
+        for cell in cells[:5]:  # every cell is itself a valid spec, with the same id
+            again = parse_spec({"name": "again", "train": dict(cell.config)}, Path("again.yaml"))
+            assert again.cells()[0].id == cell.id
 
 
 def test_a_list_of_grids_is_the_union_of_their_products(tmp_path):

@@ -33,10 +33,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     from mnistsweep.sweep import state
-    from mnistsweep.sweep.layout import RunLayout
+    from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
     cell = choose_cell(args.spec, args.cell, args.settings)
-    target = args.out or default_results_dir() / "single" / "runs" / cell.dirname
+    target = args.out or SweepLayout.of(default_results_dir(), "single").run(cell).root
     run_layout = RunLayout(target)
     with state.training_lock(run_layout) as acquired:
         if not acquired:

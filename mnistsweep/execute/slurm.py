@@ -198,7 +198,7 @@ def snapshot_code(layout: SweepLayout) -> Path:
     target = layout.create(layout.code_snapshot(stamp))
     shutil.copytree(
         Path(mnistsweep.__file__).parent,
-        target / "mnistsweep",
+        layout.code_package(stamp),
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
     return target

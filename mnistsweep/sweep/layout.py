@@ -146,7 +146,11 @@ class SweepLayout:
 
     # --- where jobs run ------------------------------------------------------------------------
     def code_snapshot(self, stamp: str) -> Path:
+        """What a launch's jobs put first on their path (and run in)."""
         return self.root / "code" / stamp
+
+    def code_package(self, stamp: str) -> Path:
+        return self.code_snapshot(stamp) / "mnistsweep"
 
     @property
     def submitit(self) -> Path:
