@@ -189,11 +189,13 @@ def read(kind: type[R], path: Path) -> R | None:
     text = fsio.read_text(path, MAX_RECORD_BYTES)
     if text is None:
         raise DamagedRecord(f"{path}: unreadable (a link, a folder, or too large)")
-    try:
-        content = json.loads(text)
-    except ValueError as error:
-        raise DamagedRecord(f"{path}: not JSON ({error})") from None
-    return parse(kind, content, path)
+    try:  # pydantic parses the JSON itself: twice as fast as json.loads, then validate
+        return kind.model_validate_json(text)
+    except ValidationError as error:
+        first = error.errors()[0]
+        if first["type"] == "json_invalid":
+            raise DamagedRecord(f"{path}: not JSON ({first['msg']})") from None
+        raise DamagedRecord(f"{path}: {describe(error)}") from None
 
 
 def write(path: Path, record: Record) -> Path:
