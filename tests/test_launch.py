@@ -202,3 +202,41 @@ def test_cells_of_one_job_can_train_concurrently_with_the_same_results(
         ]
         assert results[0] is not None and results[1] is not None
         assert results[0].metrics.test_accuracy == results[1].metrics.test_accuracy
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_local_launch_is_one_line_and_the_run_resumes(tmp_path, tiny_spec, mnist_dir):
+    """Ctrl-C reaches the whole foreground process group, submitit's controller and the job
+    included: the user sees our one line, no traceback, and a relaunch resumes the cell."""
+    import signal
+    import time
+
+    from mnistsweep.sweep import records
+
+    spec_path = tiny_spec(name="ctrlc", grid={"arch": ["mlp"]}, epochs=30, train_subset=20000)
+    run = SweepLayout(tmp_path / "out" / "ctrlc").run(load_spec(spec_path).cells()[0])
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "mnistsweep", "launch", str(spec_path), "--results-dir", "out"],
+        cwd=tmp_path,
+        env={**os.environ, "MNISTSWEEP_DATA": str(mnist_dir), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not run.state.exists():
+            assert launch.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(launch.pid, signal.SIGINT)
+        _, stderr = launch.communicate(timeout=120)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+    assert launch.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines() == [stderr.strip()] and "interrupted" in stderr
+    state = records.read(records.RunState, run.state)
+    assert state is not None and state.epochs_done >= 1
+    assert not run.result.exists()

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,11 +48,29 @@ def make_local_executor(plan: Plan) -> submitit.LocalExecutor:
     return executor
 
 
+@contextmanager
+def stderr_into(log: Path) -> Iterator[None]:
+    """Processes started meanwhile write their stderr to `log`: submitit's local controller
+    inherits the launcher's stderr, and on Ctrl-C it would print its KeyboardInterrupt traceback
+    on the user's terminal beside our one-line message."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
+
+
 def run_local(
     plan: Plan, data_dir: Path | None, progress: Callable[[], object]
 ) -> list[submitit.Job[Any]]:
     """Run the batches as local submitit jobs, at most `local_parallel` at once."""
     executor = make_local_executor(plan)
+    layout = SweepLayout(plan.sweep_dir)
     waiting = list(plan.batches)
     running: list[submitit.Job[Any]] = []
     finished: list[submitit.Job[Any]] = []
@@ -59,11 +80,15 @@ def run_local(
         while waiting or running:
             while waiting and len(running) < plan.spec.executor.local_parallel:
                 batch = waiting.pop(0)
-                running.append(
-                    executor.submit(
-                        CellBatch(), sweep_dir, batch, data, plan.spec.executor.concurrent_cells
+                with stderr_into(layout.local_controller_log):
+                    job = executor.submit(
+                        CellBatch(plan.spec.executor.max_attempts_without_progress),
+                        sweep_dir,
+                        batch,
+                        data,
+                        plan.spec.executor.concurrent_cells,
                     )
-                )
+                running.append(job)
             progress()
             time.sleep(POLL_SECONDS)
             for job in [job for job in running if job.done()]:

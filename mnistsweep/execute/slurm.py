@@ -247,11 +247,13 @@ def submit_chunk(
     sweep_dir = str(plan.sweep_dir.absolute())  # the job runs in the snapshot folder
     data = str(data_dir.absolute()) if data_dir else None
     concurrent = plan.spec.executor.concurrent_cells
+    patience = plan.spec.executor.max_attempts_without_progress
     jobs: list[submitit.Job[Any]] = []
     try:
         with quiet_submitit(), executor.batch():
             for batch in chunk:
-                jobs.append(executor.submit(CellBatch(), sweep_dir, batch, data, concurrent))
+                job = executor.submit(CellBatch(patience), sweep_dir, batch, data, concurrent)
+                jobs.append(job)
     except (FailedJobError, FailedSubmissionError, OSError) as error:
         raise SubmissionRefused(
             f"sbatch refused the sweep {plan.spec.name}: {sbatch_reason(error)}"

@@ -167,6 +167,11 @@ class SweepLayout:
         return self.root / "submitit" / "local"
 
     @property
+    def local_controller_log(self) -> Path:
+        """What submitit's local job controllers print (their tasks log beside it)."""
+        return self.local_submitit / "controllers.err"
+
+    @property
     def compile_cache(self) -> Path:
         return self.root / ".cache" / "jax"
 

@@ -261,6 +261,8 @@ class ExecutorOptions:
     local_parallel: Annotated[Int, _integer(1, 1024)] = 1  # local jobs running at once
     # cells of one job trained at once (processes sharing a GPU)
     concurrent_cells: Annotated[Int, _integer(1, 1024)] = 1
+    # a job stops coming back after this many attempts in a row that committed no epoch
+    max_attempts_without_progress: Annotated[Int, _integer(1, 100)] = 3
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
     @field_validator("slurm", mode="before")
