@@ -52,11 +52,12 @@ def test_a_changed_spec_is_refused_when_the_record_is_damaged(tmp_path, capsys, 
     assert dry_run(write_spec(tmp_path, [0, 1]), tmp_path / "results") == 0  # its own spec: fine
 
 
-def test_a_changed_spec_is_refused_when_the_record_is_gone(tmp_path, capsys):
+def test_a_spec_whose_cells_are_not_the_runs_is_refused_when_the_record_is_gone(tmp_path, capsys):
     layout = fill(tmp_path / "results", write_spec(tmp_path, [0, 1, 2]))
     layout.record.unlink()
     assert dry_run(write_spec(tmp_path, [5]), tmp_path / "results") == 2
-    assert "cannot be shown to come from" in capsys.readouterr().err
+    assert "not cells of this spec" in capsys.readouterr().err
+    assert dry_run(write_spec(tmp_path, [0, 1, 2, 3]), tmp_path / "results") == 0
 
 
 def test_a_sweep_folder_that_is_a_file_is_one_line(tmp_path, capsys):

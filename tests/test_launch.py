@@ -240,3 +240,18 @@ def test_ctrl_c_of_a_local_launch_is_one_line_and_the_run_resumes(tmp_path, tiny
     state = records.read(records.RunState, run.state)
     assert state is not None and state.epochs_done >= 1
     assert not run.result.exists()
+
+
+@pytest.mark.slow
+def test_a_cell_another_launch_is_training_is_reported_as_such(tmp_path, tiny_spec, mnist_dir):
+    """The job finds the cell's lock held and leaves it; the launch says so and exits 0."""
+    spec_path = tiny_spec(name="busy", grid={"arch": ["linear"]})
+    run = SweepLayout(tmp_path / "out" / "busy").run(load_spec(spec_path).cells()[0])
+    with state.training_lock(run) as acquired:
+        assert acquired
+        launched = cli(
+            "launch", str(spec_path), "--results-dir", "out", data_dir=mnist_dir, cwd=tmp_path
+        )
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert "leaving 1 cell(s) to a process on this machine" in launched.stdout
+    assert "nothing to train here" in launched.stdout and "has a result" not in launched.stdout

@@ -97,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
     with launch_lock(layout):
         plan = make_plan()
         describe_plan(plan)
+        describe_covering(plan)
         if plan.backend == "local":
             if plan.todo:
                 start_local(plan, args.data_dir)
         else:
             from mnistsweep.execute import limits
 
-            describe_covering(plan)
             if plan.todo:
                 warn_about_memory(plan)
             cluster = limits.read_limits(plan.spec.executor.slurm.qos)
@@ -136,7 +136,10 @@ def dry_run(plan: Plan, data_dir: Path | None) -> int:
 
 
 def nothing_to_train(plan: Plan) -> int:
-    console.print("nothing to train: every selected cell has a result")
+    if plan.covering:
+        console.print("nothing to train here: the other selected cells are in live hands")
+    else:
+        console.print("nothing to train: every selected cell has a result")
     if plan.count("completed"):
         from mnistsweep.cli.results import aggregate
 
@@ -381,13 +384,17 @@ def report_outcome(plan: Plan, cells: Sequence[Cell], data_dir: Path | None) -> 
     layout = SweepLayout(plan.sweep_dir)
     views = [(cell, cell_state.derive(layout.run(cell))) for cell in cells]
     counts = Counter(view.state for _, view in views)
+    elsewhere = sum(n for state, n in counts.items() if state.is_live)  # another launch has them
     unfinished = sum(
-        n for state, n in counts.items() if not (state.is_final or state.is_ended_badly)
+        n
+        for state, n in counts.items()
+        if not (state.is_final or state.is_ended_badly or state.is_live)
     )
     console.print(
         f"finished: {counts[cell_state.CellState.COMPLETED]} completed, "
         f"{counts[cell_state.CellState.DIVERGED]} diverged, "
         f"{counts[cell_state.CellState.FAILED]} failed, {unfinished} without a result"
+        + (f", {elsewhere} still training in another launch" if elsewhere else "")
     )
     for cell, view in views:
         if view.state.is_ended_badly:

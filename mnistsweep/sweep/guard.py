@@ -2,8 +2,8 @@
 
 Results of different specs are never mixed: a sweep folder remembers the fingerprint of the grid
 and train settings that filled it, and a launch with a different one is refused. The guard fails
-closed: when the record is damaged or missing beside existing runs, it refuses unless the copy of
-the spec kept beside them (spec.yaml) is the spec being launched.
+closed: when the record is damaged, only the spec kept beside the runs (spec.yaml) may launch
+there; when it is missing, only a spec of which every run folder there is a cell.
 """
 
 from __future__ import annotations
@@ -26,24 +26,38 @@ def check_same_spec(layout: SweepLayout, spec: Spec) -> None:
     try:
         record = records.read(records.SweepRecord, layout.record)
     except records.DamagedRecord as damaged:
-        record, problem = None, f"{damaged}"
-    else:
-        problem = f"{layout.record}: missing"
-    if record is not None:
-        if record.fingerprint != spec.results_fingerprint():
+        # Unreadable: the folder's identity is unknown, so only the spec kept beside it may go on.
+        if layout.run_folders() and kept_fingerprint(layout) != spec.results_fingerprint():
             raise MnistsweepError(
-                f"{spec.path}: grid/train differ from the spec that filled {layout.root} "
-                f"(launched from {record.spec_path}); give the changed spec a new name: "
-                "results of different specs are never mixed"
+                f"{damaged}, and the run folders there cannot be shown to come from "
+                f"{spec.path}: restore sweep.json or give the spec a new name (results of "
+                "different specs are never mixed)"
+            ) from None
+        return
+    if record is None:
+        # Not recorded yet (a launch stopped before recording, or another one starting):
+        # every run folder must be a cell of this very spec.
+        foreign = foreign_runs(layout, spec)
+        if foreign:
+            raise MnistsweepError(
+                f"{spec.path}: {layout.root} holds {len(foreign)} run folder(s) that are not "
+                f"cells of this spec (e.g. {foreign[0]}) and no sweep.json; give the spec a "
+                "new name: results of different specs are never mixed"
             )
         return
-    runs = layout.run_folders()
-    if runs and kept_fingerprint(layout) != spec.results_fingerprint():
+    if record.fingerprint != spec.results_fingerprint():
         raise MnistsweepError(
-            f"{problem}, and the {len(runs)} run folder(s) there cannot be shown to come from "
-            f"{spec.path}: restore sweep.json or give the spec a new name (results of different "
-            "specs are never mixed)"
+            f"{spec.path}: grid/train differ from the spec that filled {layout.root} "
+            f"(launched from {record.spec_path}); give the changed spec a new name: "
+            "results of different specs are never mixed"
         )
+
+
+def foreign_runs(layout: SweepLayout, spec: Spec) -> list[str]:
+    """Run folders whose id (after the last `--`) is not a cell of `spec`."""
+    ids = {cell.id for cell in spec.cells()}
+    names = [run.root.name for run in layout.run_folders()]
+    return [name for name in names if name.rsplit("--", 1)[-1] not in ids]
 
 
 def kept_fingerprint(layout: SweepLayout) -> str | None:
