@@ -26,32 +26,15 @@ from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute.job import CellBatch
 from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import SweepLayout
-from mnistsweep.sweep.spec import Cell
+from mnistsweep.sweep.spec import FIRST_CLASS_OPTIONS, OPTION_NAME, OWNED_OPTIONS, Cell
 
 if TYPE_CHECKING:
     import submitit
 
     from mnistsweep.execute.plan import Plan
 
-# Set by mnistsweep or submitit for every job: overriding one breaks logs, arrays, requeueing or
-# the code snapshot. The spec refuses them too; this is the second line of defence.
-OWNED_OPTIONS = frozenset(
-    {"output", "error", "chdir", "array", "wrap", "signal", "job-name", "open-mode", "parsable"}
-    | {"wait", "comment", "nodes"}
-)
-FIRST_CLASS_OPTIONS = {
-    "partition": "partition",
-    "account": "account",
-    "qos": "qos",
-    "constraint": "constraint",
-    "time": "timeout_min",
-    "mem": "mem_gb",
-    "mem-per-cpu": "mem_gb",
-    "mem-per-gpu": "mem_gb",
-    "cpus-per-task": "cpus_per_task",
-    "gpus-per-node": "gpus_per_node",
-}
-OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# The spec refuses owned options and control characters already (sweep.spec); checking again
+# where values reach the script is the second line of defence.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 SNAPSHOT_PLACEHOLDER = "YYYYmmdd-HHMMSS-ffffff"  # the stamp of a launch: no quoting needed
 

@@ -180,13 +180,13 @@ class GridBlock(_Schema):
 
 def _sbatch_option(key: str) -> str:
     """An `executor.slurm.additional` key: an sbatch option mnistsweep does not set itself."""
-    if not _OPTION_NAME.fullmatch(key):
+    if not OPTION_NAME.fullmatch(key):
         raise PydanticCustomError("spec", "not an sbatch option name ([A-Za-z][A-Za-z0-9_-]*)")
     option = key.replace("_", "-")
-    if option in _OWNED_OPTIONS:
+    if option in OWNED_OPTIONS:
         raise PydanticCustomError("spec", f"mnistsweep sets --{option} itself; remove it")
-    if option in _FIRST_CLASS_OPTIONS:
-        raise PydanticCustomError("spec", f"use executor.slurm.{_FIRST_CLASS_OPTIONS[option]}")
+    if option in FIRST_CLASS_OPTIONS:
+        raise PydanticCustomError("spec", f"use executor.slurm.{FIRST_CLASS_OPTIONS[option]}")
     return key
 
 
@@ -200,13 +200,13 @@ def _sbatch_value(value: object) -> str | int | float:
     raise ValueError("not a single-line string or number")
 
 
-_OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 # Set by mnistsweep or submitit for every job: overriding one breaks logs, arrays or requeueing.
-_OWNED_OPTIONS = frozenset(
+OWNED_OPTIONS = frozenset(
     {"output", "error", "chdir", "array", "wrap", "signal", "job-name", "open-mode", "parsable"}
     | {"wait", "comment", "nodes"}
 )
-_FIRST_CLASS_OPTIONS = {
+FIRST_CLASS_OPTIONS = {
     "partition": "partition",
     "account": "account",
     "qos": "qos",
