@@ -158,18 +158,17 @@ def open_lock(path: Path) -> int:
 
 
 def read_text(path: Path, limit: int = 64 * 1024 * 1024) -> str | None:
-    """A file's text, or None when it is missing or unreadable; never follows a planted link
-    out of the folder it names, never reads more than `limit` bytes."""
+    """A file's text, or None when it is missing, unreadable, a link or over `limit` bytes."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
         with os.fdopen(descriptor, "rb") as stream:
-            content = stream.read(limit + 1)
+            if os.fstat(stream.fileno()).st_size > limit:
+                return None
+            content = stream.read()
     except OSError:
-        return None
-    if len(content) > limit:
         return None
     return content.decode("utf-8", errors="replace")
 

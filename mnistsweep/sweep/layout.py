@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,14 +136,13 @@ class SweepLayout:
         return RunLayout(self.runs / Path(dirname).name, self.root)
 
     def run_folders(self) -> list[RunLayout]:
-        """Every cell folder present, listed once (a listing, not one open per cell)."""
-        if not self.runs.is_dir() or self.runs.is_symlink():
+        """Every cell folder present (not links), listed once: one listing, not one open per
+        cell, which matters on a cluster's shared filesystem."""
+        if self.runs.is_symlink() or not self.runs.is_dir():
             return []
-        return [
-            RunLayout(path, self.root)
-            for path in sorted(self.runs.iterdir())
-            if path.is_dir() and not path.is_symlink()
-        ]
+        with os.scandir(self.runs) as entries:
+            names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+        return [RunLayout(self.runs / name, self.root) for name in names]
 
     # --- where jobs run ------------------------------------------------------------------------
     def code_snapshot(self, stamp: str) -> Path:

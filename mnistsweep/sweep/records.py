@@ -184,10 +184,10 @@ def parse(kind: type[R], content: Any, origin: Path) -> R:
 
 def read(kind: type[R], path: Path) -> R | None:
     """The record in `path`, None when there is no such file; DamagedRecord when unusable."""
-    if not path.exists() and not path.is_symlink():
-        return None
     text = fsio.read_text(path, MAX_RECORD_BYTES)
     if text is None:
+        if not path.exists() and not path.is_symlink():
+            return None
         raise DamagedRecord(f"{path}: unreadable (a link, a folder, or too large)")
     try:  # pydantic parses the JSON itself: twice as fast as json.loads, then validate
         return kind.model_validate_json(text)
