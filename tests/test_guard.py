@@ -73,3 +73,17 @@ def test_status_of_a_damaged_record_is_one_line(tmp_path, capsys):
     assert main(["aggregate", str(layout.root)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "damaged" in error
+
+
+def test_a_damaged_result_is_kept_aside_before_the_cell_trains_again(tmp_path):
+    from mnistsweep.execute import plan as planning
+
+    spec = load_spec(write_spec(tmp_path, [0]))
+    layout = fill(tmp_path / "results", write_spec(tmp_path, [0]))
+    run = layout.run(spec.cells()[0])
+    run.result.write_text('{"status": "completed", "cell_id": ')  # half written
+    plan = planning.plan_launch(spec, tmp_path / "results", "local")
+    assert plan.statuses[spec.cells()[0].id] == "todo" and plan.retried
+    moved = planning.archive_failure(plan, spec.cells()[0])
+    assert not run.result.exists()
+    assert [aside.read_text() for aside, _ in moved] == ['{"status": "completed", "cell_id": ']

@@ -35,7 +35,8 @@ class Plan:
     # "todo" or "not selected"
     statuses: dict[str, str]
     batches: list[list[Cell]]  # what each job trains
-    retried: frozenset[str] = frozenset()  # ids of todo cells whose last attempt failed
+    # ids of todo cells whose last attempt failed or left a damaged result: kept aside first
+    retried: frozenset[str] = frozenset()
     covering: Mapping[str, str] = field(default_factory=dict)  # live cell id -> its job id or ""
     peak_rss_mb: Mapping[str, float] = field(default_factory=dict)  # arch -> most seen a cell
 
@@ -134,7 +135,7 @@ def plan_launch(
         else:
             statuses[cell.id] = TODO
             todo.append(cell)
-            if failed:
+            if failed or state is cell_state.CellState.DAMAGED:  # its record is kept aside
                 retried.add(cell.id)
     batches = pack(todo, cells_per_job(spec, backend, len(todo)))
     peaks = peak_rss_by_arch(views.values())
