@@ -60,11 +60,15 @@ def test_a_spec_whose_cells_are_not_the_runs_is_refused_when_the_record_is_gone(
     assert dry_run(write_spec(tmp_path, [0, 1, 2, 3]), tmp_path / "results") == 0
 
 
-def test_a_sweep_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+def test_a_sweep_folder_or_results_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "same").write_text("not a folder")
     assert dry_run(write_spec(tmp_path, [0]), tmp_path / "results") == 2
     assert capsys.readouterr().err.startswith("error: ")
+    for results in (tmp_path / "results" / "same", tmp_path / "results" / "same" / "deeper"):
+        assert dry_run(write_spec(tmp_path, [0]), results) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "is a file" in error
 
 
 def test_status_of_a_damaged_record_is_one_line(tmp_path, capsys):

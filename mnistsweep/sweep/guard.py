@@ -21,8 +21,9 @@ from mnistsweep.sweep.spec import Cell, Spec, load_spec, parse_spec
 
 def check_same_spec(layout: SweepLayout, spec: Spec) -> None:
     """Refuse to launch `spec` into a folder that holds another spec's runs."""
-    if layout.root.exists() and not layout.root.is_dir():
-        raise MnistsweepError(f"{layout.root}: is a file; a sweep folder is expected there")
+    nearest = next(folder for folder in (layout.root, *layout.root.parents) if folder.exists())
+    if not nearest.is_dir():
+        raise MnistsweepError(f"{nearest}: is a file; a folder is expected there (--results-dir)")
     try:
         record = records.read(records.SweepRecord, layout.record)
     except records.DamagedRecord as damaged:
