@@ -351,14 +351,15 @@ from pathlib import Path
 import keras
 from mnistsweep.train.checkpoint import save_training_state
 
-model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512), keras.layers.Dense(10)])
+# Big enough (about 40 MB with Adam's moments) that a save takes a good part of each loop.
+model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(4096), keras.layers.Dense(10)])
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 model.optimizer.build(model.trainable_variables)
 print("ready", flush=True)
 while True:
     save_training_state(Path(sys.argv[1]), model)
 """
-CHECKPOINT_KILLS = 3  # each writer imports Keras (seconds): a few kills only
+MAX_CHECKPOINT_WRITERS = 10  # each imports Keras (seconds): stop once both outcomes were seen
 
 
 @pytest.mark.slow
@@ -367,26 +368,27 @@ def test_checkpoint_save_leaves_no_half_written_checkpoint_under_sigkill(tmp_pat
     archive with every variable, or absent."""
     import numpy as np
 
-    targets = [
-        RunLayout(tmp_path / f"run{index}").training_state_after(1)
-        for index in range(CHECKPOINT_KILLS)
-    ]
     generator = random.Random(6)
-    for target in targets:  # one at a time: Keras imports side by side only compete for CPU
+    complete: list[Path] = []
+    leftovers: list[Path] = []
+    for index in range(MAX_CHECKPOINT_WRITERS):  # one at a time: imports only compete for CPU
+        target = RunLayout(tmp_path / f"run{index}").training_state_after(1)
         target.parent.mkdir()
         writer = start_writer(CHECKPOINT_WRITER, str(target))
         try:
             assert writer.stdout.readline().strip() == "ready"
-            time.sleep(generator.uniform(0.1, 0.6))
+            time.sleep(generator.uniform(0.2, 1.0))
         finally:
             writer.kill()
             writer.wait()
-    complete = [target for target in targets if target.exists()]
+        complete += [target] if target.exists() else []
+        leftovers += temporaries(target.parent, target.name)
+        if complete and leftovers:
+            break
     for target in complete:
         with np.load(target) as saved:
             shapes = [saved[key].shape for key in saved.files]
-        assert (784, 512) in shapes and (512, 10) in shapes
-    leftovers = [path for target in targets for path in temporaries(target.parent, target.name)]
+        assert (784, 4096) in shapes and (4096, 10) in shapes
     assert complete, "no save ever finished: the kills came too early to test anything"
     assert leftovers, "no kill landed mid-save: the test exercised nothing"
     assert all(path.name.startswith(".tmp-") for path in leftovers)
