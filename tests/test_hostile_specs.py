@@ -24,13 +24,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import VALID_TRAIN_VALUES
 
 from mnistsweep.__main__ import main
 from mnistsweep.cli.train import choose_cell
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute import plan as planning
 from mnistsweep.sweep.spec import (
-    LR_SCHEDULES,
     MAX_CELLS,
     TRAIN_SETTINGS,
     SpecError,
@@ -38,7 +38,6 @@ from mnistsweep.sweep.spec import (
     parse_spec,
 )
 from mnistsweep.sweep.yaml_loader import MAX_SHOWN
-from mnistsweep.vocabulary import ARCHITECTURE_NAMES, AUGMENTATION_NAMES, NORMALIZATION_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 SECONDS_PER_RUN = 2.0
@@ -231,18 +230,7 @@ values = st.recursive(
 
 # Values each key accepts (mostly): a good share of the random documents is valid.
 PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
-    "arch": st.sampled_from(ARCHITECTURE_NAMES),
-    "normalization": st.sampled_from(NORMALIZATION_NAMES),
-    "dropout": st.none() | st.floats(0.0, 0.9),
-    "seed": st.integers(0, 2**31 - 1),
-    "epochs": st.integers(1, 10_000),
-    "batch_size": st.integers(1, 60_000),
-    "learning_rate": st.floats(0.0, 10.0, exclude_min=True),
-    "lr_schedule": st.sampled_from(LR_SCHEDULES),
-    "validation_split": st.floats(0.0, 0.5, exclude_min=True),
-    "augment": st.booleans() | st.sampled_from(AUGMENTATION_NAMES),
-    "l2": st.floats(0.0, 1.0),
-    "train_subset": st.none() | st.integers(10, 60_000),
+    **VALID_TRAIN_VALUES,
     "name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True),
     "backend": st.sampled_from(["auto", "local", "slurm"]),
     "cells_per_job": st.integers(1, 1024),

@@ -29,6 +29,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import VALID_TRAIN_VALUES
 
 import mnistsweep.train
 from mnistsweep import fsio
@@ -39,7 +40,6 @@ from mnistsweep.execute import plan as planning
 from mnistsweep.sweep import guard, records
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
 from mnistsweep.sweep.spec import (
-    LR_SCHEDULES,
     MAX_CELLS,
     TRAIN_SETTINGS,
     Cell,
@@ -47,7 +47,6 @@ from mnistsweep.sweep.spec import (
     load_spec,
     parse_spec,
 )
-from mnistsweep.vocabulary import ARCHITECTURE_NAMES, AUGMENTATION_NAMES, NORMALIZATION_NAMES
 
 
 def cli(*args: str, data_dir: Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -504,38 +503,23 @@ def test_every_accepted_sweep_name_is_one_plain_folder_inside_the_results(name):
     assert Path(os.path.normpath(results_dir / spec.name)).parent == results_dir
 
 
-# Every value each train key accepts, odd ones included (tiny floats print with 'e-').
-VALID_VALUES: dict[str, st.SearchStrategy] = {
-    "arch": st.sampled_from(ARCHITECTURE_NAMES),
-    "normalization": st.sampled_from(NORMALIZATION_NAMES),
-    "dropout": st.none() | st.floats(0.0, 0.9),
-    "seed": st.integers(0, 2**31 - 1),
-    "epochs": st.integers(1, 10_000),
-    "batch_size": st.integers(1, 60_000),
-    "learning_rate": st.floats(0.0, 10.0, exclude_min=True),
-    "lr_schedule": st.sampled_from(LR_SCHEDULES),
-    "validation_split": st.floats(0.0, 0.5, exclude_min=True),
-    "augment": st.booleans() | st.sampled_from(AUGMENTATION_NAMES),
-    "l2": st.floats(0.0, 1.0),
-    "train_subset": st.none() | st.integers(10, 60_000),
-}
 MAX_PROPERTY_CELLS = 64
 
 
 def test_the_cell_folder_property_draws_every_train_key():
-    """A new train key (perhaps free text) must be added to VALID_VALUES to be checked."""
-    assert set(VALID_VALUES) == set(TRAIN_SETTINGS)
+    """A new train key (perhaps free text) must be added to VALID_TRAIN_VALUES to be checked."""
+    assert set(VALID_TRAIN_VALUES) == set(TRAIN_SETTINGS)
 
 
 @st.composite
 def valid_grids(draw: st.DrawFn) -> dict[str, list[Any]]:
     """Any grid the spec accepts: distinct values per axis, small enough to expand quickly."""
-    axes = draw(st.lists(st.sampled_from(sorted(VALID_VALUES)), min_size=1, unique=True))
+    axes = draw(st.lists(st.sampled_from(sorted(VALID_TRAIN_VALUES)), min_size=1, unique=True))
     grid: dict[str, list[Any]] = {}
     cells = 1
     for axis in axes:
         values, canonical = [], []
-        for value in draw(st.lists(VALID_VALUES[axis], min_size=1, max_size=3)):
+        for value in draw(st.lists(VALID_TRAIN_VALUES[axis], min_size=1, max_size=3)):
             checked = TRAIN_SETTINGS[axis].check(value)
             if checked not in canonical and cells * (len(values) + 1) <= MAX_PROPERTY_CELLS:
                 values.append(value)
