@@ -5,8 +5,26 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Property tests: CI (and `make test`) draws the same examples on every run and every machine,
+# so a submission never fails on an example its author's run did not see; development keeps
+# exploring with fresh examples and replays its failures from .hypothesis/. Every failure found
+# becomes an @example of its test. HYPOTHESIS_PROFILE picks one; CI=true means "ci".
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.train import data

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import VALID_TRAIN_VALUES
 
@@ -379,12 +379,33 @@ def hostile_features(draw: st.DrawFn) -> tuple[str, str | None]:
             return VALID.replace(old, new.format(quoted(bad))), said
         return VALID.replace(old, new.format(bad)), None  # raw in the file
     depth = draw(st.integers(50, 3000))
-    deep = "deep: " + "[" * depth + "]" * depth + "\n"
-    return VALID + deep, "nested deeper than 64" if depth >= 64 else None
+    return VALID + nested(draw(st.sampled_from(NESTING_STYLES)), depth), (
+        "nested deeper than 64" if depth >= 64 else None
+    )
+
+
+NESTING_STYLES = ("flow list", "flow map", "block list", "block map")
+
+
+def nested(style: str, depth: int) -> str:
+    """A document part nested `depth` levels deep in one of YAML's styles."""
+    if style == "flow list":
+        return "deep: " + "[" * depth + "]" * depth + "\n"
+    if style == "flow map":
+        return "deep: " + "{a: " * depth + "1" + "}" * depth + "\n"
+    if style == "block list":
+        return "deep:\n" + "".join(" " * level + "-\n" for level in range(1, depth)) + "\n"
+    return "deep:\n" + "".join(" " * level + "a:\n" for level in range(1, depth)) + "\n"
 
 
 @settings(HOSTILE, max_examples=90)
 @given(hostile_features())
+# Found by hypothesis: LibYAML's scanner refused a flow list 1,000 deep in its own words first.
+@example((VALID + nested("flow list", 1500), "nested deeper than 64"))
+@example((VALID + nested("flow map", 1200), "nested deeper than 64"))
+@example((VALID + nested("block list", 1100), "nested deeper than 64"))
+@example((VALID + nested("block map", 65), "nested deeper than 64"))
+@example((VALID + nested("flow list", 63), None))
 def test_hostile_yaml_constructs_are_refused_in_one_line(capsys, case):
     text, said = case
     code, stderr, _ = launch_dry_run(text, capsys)

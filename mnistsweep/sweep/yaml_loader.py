@@ -114,6 +114,12 @@ def parse_yaml(text: str, source: str, *, max_list: int | None = None) -> object
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
+        if "maximum nesting depth" in str(error.problem):  # LibYAML's own limit, 1,000 levels
+            # Its scanner reads flow collections ahead of the events checked above, so its limit
+            # can come first: one rule, one message, whatever the style.
+            raise YamlError(
+                f"{source}: line {_line(mark)}: nested deeper than {MAX_DEPTH} levels"
+            ) from None
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = " ".join(filter(None, (error.context, error.problem))) or "invalid YAML"
         raise YamlError(f"{source}: malformed YAML{where}: {_one_line(problem)}") from None

@@ -37,6 +37,7 @@ from mnistsweep.sweep.layout import RunLayout  # noqa: E402
 from mnistsweep.sweep.spec import Cell  # noqa: E402
 from mnistsweep.train import data, models  # noqa: E402
 from mnistsweep.train.checkpoint import Checkpoints  # noqa: E402
+from mnistsweep.train.pace import Pace  # noqa: E402
 from mnistsweep.train.runtime import Split, StageClock  # noqa: E402
 from mnistsweep.train.tblog import EventLog  # noqa: E402
 
@@ -196,7 +197,9 @@ def train_epochs(
     """Fit one epoch at a time from the committed state; each epoch ends committed to disk.
     Returns the best epoch's validation probabilities when this attempt trained that epoch."""
     best_val_probs = None
-    for epoch in range(state.epochs_done, config["epochs"]):
+    pace = Pace.from_environment()
+    first_epoch = state.epochs_done
+    for epoch in range(first_epoch, config["epochs"]):
         started = time.perf_counter()
         order = epoch_order(config["seed"], epoch, len(split.x_train))
         with clock("train"):
@@ -230,6 +233,7 @@ def train_epochs(
             checkpoints.commit_epoch(state, model, val_loss)
         if state.best_epoch == epoch:
             best_val_probs = val_probs
+        pace.after_epoch(started, epoch + 1 - first_epoch, config["epochs"] - epoch - 1)
     return best_val_probs
 
 
