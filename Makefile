@@ -37,9 +37,10 @@ test: data lint
 		|| echo "no chromium here: the headless rendering test of the report will be skipped" >&2
 	@bash slurm/testcluster.sh up || { if [ -n "$$CI" ]; then echo "CI: the SLURM test cluster must come up" >&2; exit 1; fi; \
 		echo "no SLURM test cluster here: tests marked slurm will be skipped" >&2; }
-	$(PY) -m pytest
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest
 
-# Without the SLURM tests and the slow trainings: seconds, for the edit-test loop.
+# Without the SLURM tests and the slow trainings: seconds, for the edit-test loop. Property tests
+# explore fresh examples here (hypothesis's dev profile); `make test` replays CI's fixed ones.
 test-fast: venv
 	$(PY) -m pytest -m "not slurm and not slow"
 

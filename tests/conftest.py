@@ -9,6 +9,9 @@ from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from mnistsweep.errors import MnistsweepError
+from mnistsweep.train import data
+
 # Property tests: CI (and `make test`) draws the same examples on every run and every machine,
 # so a submission never fails on an example its author's run did not see; development keeps
 # exploring with fresh examples and replays its failures from .hypothesis/. Every failure found
@@ -25,9 +28,6 @@ settings.register_profile("dev", print_blob=True)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
-
-from mnistsweep.errors import MnistsweepError
-from mnistsweep.train import data
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from mnistsweep.execute import plan as planning
 from mnistsweep.sweep import records, state
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import load_spec
+from mnistsweep.train import pace
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
@@ -192,16 +193,23 @@ def test_dry_run_shows_the_exact_sbatch_script(cluster, tmp_path, mnist_dir):
 
 
 def test_requeued_job_resumes_from_a_later_epoch(cluster, tmp_path, mnist_dir):
-    spec_path = write_spec(
-        tmp_path, "requeue", {"seed": [0]}, train={"arch": "mlp", "epochs": 8, "train_subset": None}
-    )
-    result = cli(tmp_path, mnist_dir, "launch", str(spec_path))
+    """`scontrol requeue` while the job is verifiably running, two epochs committed and six to
+    go. The pace (3 s an epoch, on 1,000 images) leaves 18 s of work at that point on any
+    machine, far beyond the 5 s KillWait in which a job could still finish before the requeue
+    takes effect."""
+    spec_path = write_spec(tmp_path, "requeue", {"seed": [0]}, train={"arch": "mlp", "epochs": 8})
+    paced = {pace.EPOCH_SECONDS_ENV: "3"}
+    result = cli(tmp_path, mnist_dir, "launch", str(spec_path), env=paced)
     assert result.returncode == 0, result.stderr
     sweep_dir = tmp_path / "out" / "requeue"
     cell = load_spec(spec_path).cells()[0]
     run = SweepLayout(sweep_dir).run(cell)
-    wait_for(lambda: state.committed_epochs(run) >= 2, 240, "two epochs before the requeue")
     job_id = scheduler.read_jobs(sweep_dir)[cell.id]
+
+    def mid_training() -> bool:
+        return 2 <= state.committed_epochs(run) <= 4 and squeue_state(job_id) == "RUNNING"
+
+    wait_for(mid_training, 240, "the job running with two epochs committed")
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     wait_for(lambda: run.result.exists(), 400, "the requeued job to finish")
 
@@ -217,6 +225,14 @@ def test_requeued_job_resumes_from_a_later_epoch(cluster, tmp_path, mnist_dir):
         f"requeue epoch log: resumed at {final['resumed_at_epochs']}, "
         f"epoch seconds {[round(s, 1) for s in final['timing']['epoch_seconds']]}"
     )
+
+
+def squeue_state(job_id: str) -> str:
+    """The job's state as squeue shows it now ("" once it has left the queue)."""
+    shown = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=False
+    )
+    return shown.stdout.strip()
 
 
 def test_status_and_cancel_against_pending_jobs(cluster, tmp_path, mnist_dir, monkeypatch):

@@ -1,8 +1,8 @@
 """Live SLURM: a cell outlives many real time limits, and status and the GPUs as a job sees them.
 
-Slow by nature: `time: 2` gives each attempt about 45-105 s before the warning signal
-(SLURM checks limits every 30 s and may signal up to a minute early), so a cell of many
-epochs needs several attempts.
+Slow by nature: SLURM's limits come in whole minutes and are checked every 30 s, so each real
+time limit costs most of a minute; the trainer's test pace makes the work per attempt, and so
+the events, the same on every machine.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mnistsweep.execute.job import MAX_ATTEMPTS_ENV, CellBatch
 from mnistsweep.sweep import guard, records
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell, load_spec
+from mnistsweep.train import pace
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
@@ -68,21 +69,19 @@ def submit(sweep_dir: Path, cells: list[Cell], data_dir: Path, concurrent: int, 
 def test_a_cell_resumes_through_five_real_time_limits(
     cluster, tmp_path, tiny_spec, mnist_dir, monkeypatch
 ):
-    """Each attempt: about 20 s of imports and compiling, then epochs of 3-5 s (batches of 32
-    over 54,000 images on this 2-core machine) until the warning signal, 45-105 s after the
-    start, so 15-25 epochs per attempt: 150 epochs take six attempts or more (10-20 minutes).
-    An unlucky attempt may commit nothing, so the job may take a few of those in a row here."""
+    """Twelve epochs, two per attempt (the trainer's test pace), then each attempt waits for its
+    time limit: the warning signal comes 20-80 s after the start (`time: 2`, 40 s delay, SLURM
+    checking every 30 s), long after the attempt's two epochs on 1,000 images on any machine.
+    So every machine sees the same events: five real time limits, resumed at epochs 2, 4, 6, 8
+    and 10, and the sixth attempt completes (about six minutes)."""
     monkeypatch.setenv(MAX_ATTEMPTS_ENV, "6")  # jobs inherit the environment of sbatch
-    spec = load_spec(
-        tiny_spec(
-            name="limits", grid={"arch": ["mlp"]}, epochs=150, train_subset=None, batch_size=32
-        )
-    )
+    monkeypatch.setenv(pace.EPOCHS_PER_ATTEMPT_ENV, "2")
+    spec = load_spec(tiny_spec(name="limits", grid={"arch": ["mlp"]}, epochs=12, train_subset=1000))
     sweep_dir = tmp_path / "limits"
     guard.record_spec(SweepLayout(sweep_dir), spec)
     cell = spec.cells()[0]
     run = SweepLayout(sweep_dir).run(cell)
-    task = submit(sweep_dir, [cell], mnist_dir, 1, time=2, signal_delay_s=15)
+    task = submit(sweep_dir, [cell], mnist_dir, 1, time=2, signal_delay_s=40)
 
     seen: set[str] = set()
 
@@ -90,13 +89,12 @@ def test_a_cell_resumes_through_five_real_time_limits(
         seen.update(row.view.state.value for row in scheduler.sweep_status(sweep_dir).rows)
         return run.result.exists()
 
-    wait_for(finished, 3000, "the cell to finish through its time limits")
+    wait_for(finished, 1500, "the cell to finish through its time limits")
     result = records.read(records.RunResult, run.result)
     assert result is not None and result.status == "completed", result
-    limits = len(result.resumed_at_epochs)
-    print(f"time limits survived: {limits}; resumed at epochs {result.resumed_at_epochs}")
-    assert limits >= 5
-    assert result.metrics.epochs_run == 150
+    print(f"time limits survived: resumed at epochs {result.resumed_at_epochs}")
+    assert result.resumed_at_epochs == [2, 4, 6, 8, 10]
+    assert result.metrics.epochs_run == 12
     assert task.result()[0]["status"] == "completed"
     assert "training" in seen and not seen & {"failed", "lost", "damaged"}, seen
 
