@@ -37,6 +37,9 @@ JsonScalar = str | int | float | bool | None
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[int, Field(ge=0)]
 RunStatus = Literal["completed", "diverged", "failed"]
+# How a run's training steps were computed (mnistsweep.train.runtime.training_path): one XLA
+# program (TensorFlow with jit_compile, or JAX), or TensorFlow's own kernels with op determinism.
+TrainingPath = Literal["tensorflow-xla", "tensorflow-kernels", "jax-xla"]
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
@@ -129,10 +132,29 @@ class RunTiming(Record):
     gpu_peak_mb: float | None = None  # the accelerator's peak, where the backend reports one
     # Where this attempt's wall time went: startup, data, model, train, validation, ...
     stages: dict[str, float] = Field(default_factory=dict)
+    training_path: TrainingPath | None = None  # None in results written before it was recorded
+
+
+class Provenance(Record):
+    """What made a result, so that it can be traced and trusted (the report's footer shows it).
+
+    `git_commit` and `git_dirty` (uncommitted changes in the package) where the package ran from
+    a git checkout, None elsewhere (e.g. a launch's code snapshot; `package_version` and
+    `code_sha256` still identify it); `code_sha256` hashes every file of the package that ran;
+    `data_sha256` is the SHA-256 of the data file (mnist.npz) read; `versions` the libraries.
+    """
+
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    package_version: str
+    code_sha256: str
+    data_sha256: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
 
 
 class RunResult(Record):
-    """A run's outcome. `completed` carries test and validation accuracy; `failed` its error."""
+    """A run's outcome. `completed` carries test and validation accuracy; `failed` its error.
+    `provenance` is None in results written before it was recorded, and in failed results."""
 
     status: RunStatus
     cell_id: str
@@ -145,6 +167,7 @@ class RunResult(Record):
     resumed_at_epochs: list[Count] = Field(default_factory=list)
     diverged_at_epoch: Count | None = None
     env: dict[str, Any] | None = None
+    provenance: Provenance | None = None
     error: str | None = None
     error_tail: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)  # e.g. a damaged checkpoint, retrained

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from mnistsweep.train.augment import AUGMENTATIONS, augmentation_layer
+from mnistsweep.train.augment import AUGMENTATIONS, RandomAffine, augmentation_layer
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -380,3 +380,21 @@ def build_model(
     x = ARCHITECTURES[arch].build(x, options)
     outputs = options.dense(NUM_CLASSES, "softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=arch)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`model` as inference sees it, for saving: without its augmentation layer (the identity
+    outside training, and a class of mnistsweep, so plain `keras.models.load_model` could not
+    load the file without importing mnistsweep first). The same layers, weights and optimizer;
+    normalization stays inside. A model without augmentation is returned as it is.
+    """
+    if not any(isinstance(layer, RandomAffine) for layer in model.layers):
+        return model
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE), name="pixels")
+    x = inputs
+    for layer in model.layers:  # every net is a chain of layers
+        if not isinstance(layer, (layers.InputLayer, RandomAffine)):
+            x = layer(x)
+    portable = keras.Model(inputs, x, name=model.name)
+    portable.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+    return portable

@@ -109,6 +109,46 @@ def compile_key(config: Mapping[str, Any], data_dir: object) -> Hashable:
     return (str(data_dir), *sorted((k, repr(v)) for k, v in config.items() if k != "seed"))
 
 
+# --- the training path ----------------------------------------------------------------------------
+
+# Per net on TensorFlow, the faster of its two deterministic paths where XLA can compile the
+# model: one XLA program, or TensorFlow's kernels (oneDNN) under op determinism (Keras refuses
+# both at once). Measured by `bench/cpu_trainer.py --all --train-subset 10800 --epochs 3 --paths
+# tensorflow-xla,tensorflow-kernels` on 2 shared cores (bench/README.md), steady epoch seconds
+# XLA vs kernels: XLA loses on every conv net (simple_cnn 41.6 vs 3.0: its compiled dropout;
+# vanilla_cnn 5.8 vs 3.2, 9.1 vs 5.8 with dropout; larger_cnn 5.1 vs 3.1; fancy_cnn 18.3 vs 10.2;
+# vgg 10.5 vs 6.2) and its first epoch compiles for up to 44 s; among the dense nets, within
+# the noise of a shared machine, it won only for mlp_sigmoid (0.28 vs 0.68; linear 0.24 vs 0.20,
+# mlp 0.64 vs 0.42, baseline_mlp 0.76 vs 0.51, fcn_512 1.42 vs 1.14). The augmented nets
+# (bn_cnn, vgg_dropout, vgg_bn as the tutorials train them) take the kernels in any case.
+TENSORFLOW_PATHS: dict[str, records.TrainingPath] = {
+    "linear": "tensorflow-kernels",
+    "mlp": "tensorflow-kernels",
+    "vanilla_cnn": "tensorflow-kernels",
+    "fancy_cnn": "tensorflow-kernels",
+    "baseline_mlp": "tensorflow-kernels",
+    "simple_cnn": "tensorflow-kernels",
+    "larger_cnn": "tensorflow-kernels",
+    "fcn_512": "tensorflow-kernels",
+    "bn_cnn": "tensorflow-kernels",
+    "mlp_sigmoid": "tensorflow-xla",
+    "vgg": "tensorflow-kernels",
+    "vgg_dropout": "tensorflow-kernels",
+    "vgg_bn": "tensorflow-kernels",
+}
+
+
+def training_path(backend: str, arch: str, jit_possible: bool) -> records.TrainingPath:
+    """Where the steps of `arch` run: JAX always compiles with XLA; TensorFlow takes the net's
+    measured path, or its kernels where a layer has no XLA kernel (the augmentation's image
+    transform)."""
+    if backend == "jax":
+        return "jax-xla"
+    if not jit_possible:
+        return "tensorflow-kernels"
+    return TENSORFLOW_PATHS.get(arch, "tensorflow-xla")
+
+
 # --- measuring ----------------------------------------------------------------------------------
 
 
@@ -147,8 +187,8 @@ class StageClock:
         """The cell's own wall time so far: the process's start and imports left out."""
         return time.perf_counter() - self.started
 
-    def timing(self, epoch_seconds: list[float]) -> records.RunTiming:
-        """The result's timing: epochs (the first one compiles), stages, peak memory."""
+    def timing(self, epoch_seconds: list[float], path: records.TrainingPath) -> records.RunTiming:
+        """The result's timing: epochs (the first one compiles), stages, peak memory, path."""
         steady = epoch_seconds[1:]
         return records.RunTiming(
             epoch_seconds=epoch_seconds,
@@ -160,6 +200,7 @@ class StageClock:
             peak_rss_mb=peak_rss_mb(),
             gpu_peak_mb=gpu_peak_mb(),
             stages={stage: round(seconds, 4) for stage, seconds in self.seconds.items()},
+            training_path=path,
         )
 
     @contextmanager

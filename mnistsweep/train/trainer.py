@@ -35,7 +35,7 @@ from mnistsweep.errors import MnistsweepError  # noqa: E402
 from mnistsweep.sweep import records  # noqa: E402
 from mnistsweep.sweep.layout import RunLayout  # noqa: E402
 from mnistsweep.sweep.spec import Cell  # noqa: E402
-from mnistsweep.train import data, models  # noqa: E402
+from mnistsweep.train import data, models, provenance  # noqa: E402
 from mnistsweep.train.checkpoint import Checkpoints  # noqa: E402
 from mnistsweep.train.pace import Pace  # noqa: E402
 from mnistsweep.train.runtime import Split, StageClock  # noqa: E402
@@ -92,23 +92,25 @@ def load_split(data_dir: Path | None, validation_split: float, train_subset: int
     )
 
 
-def deterministic_kernels(model: keras.Model) -> bool:
-    """Same seed, same result, at XLA's speed where the layers allow it.
+def deterministic_path(model: keras.Model, arch: str) -> records.TrainingPath:
+    """Same seed, same result, on the path measured fastest for `arch` (runtime.training_path).
 
-    An XLA-compiled step is deterministic on its own; TensorFlow's op determinism would turn XLA
-    off (Keras refuses both at once), so it is switched on only for models XLA cannot compile
-    (TensorFlow's image transform in the augmentation layer). Returns whether to use XLA.
+    An XLA-compiled step is deterministic on its own; TensorFlow's kernels are made so by its
+    op determinism, which must be off for XLA (Keras refuses both at once) and is set here for
+    each cell, since a process may train cells of both paths in turn.
     """
-    use_xla = all(layer.supports_jit for layer in model.layers)
-    if keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    jit_possible = all(layer.supports_jit for layer in model.layers)
+    path = runtime.training_path(backend, arch, jit_possible)
+    if backend == "tensorflow":
         import tensorflow as tf
         from tensorflow.python.framework import config as tf_config
 
-        if use_xla:
-            tf_config.disable_op_determinism()  # a process may train several cells in turn
+        if path == "tensorflow-xla":
+            tf_config.disable_op_determinism()
         else:
             tf.config.experimental.enable_op_determinism()
-    return use_xla
+    return path
 
 
 def learning_rate(config: dict[str, Any], steps_per_epoch: int) -> Any:
@@ -122,8 +124,10 @@ def learning_rate(config: dict[str, Any], steps_per_epoch: int) -> Any:
     return initial
 
 
-def initial_model(config: dict[str, Any], split: Split, data_dir: Path | None) -> keras.Model:
-    """The cell's freshly initialised, compiled model, its optimizer built.
+def initial_model(
+    config: dict[str, Any], split: Split, data_dir: Path | None
+) -> tuple[keras.Model, records.TrainingPath]:
+    """The cell's freshly initialised, compiled model, its optimizer built, and its path.
 
     A process that trains several cells differing only by seed compiles once: the new cell's
     initial weights and seed generators are built as for a fresh model, then assigned into the
@@ -139,23 +143,23 @@ def initial_model(config: dict[str, Any], split: Split, data_dir: Path | None) -
         augment=config["augment"],
         seed=config["seed"],
     )
-    use_xla = deterministic_kernels(model)
+    path = deterministic_path(model, config["arch"])
     key = runtime.compile_key(config, data_dir)
     compiled = runtime.COMPILED.find(key)
     if compiled is not None:
         compiled.reset_to(model)
-        return compiled.model
+        return compiled.model, path
     steps_per_epoch = math.ceil(len(split.x_train) / config["batch_size"])
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(config, steps_per_epoch)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        jit_compile=use_xla,
+        jit_compile=path != "tensorflow-kernels",
         steps_per_execution=STEPS_PER_EXECUTION.get(keras.backend.backend(), 1),
     )
     model.optimizer.build(model.trainable_variables)
     runtime.COMPILED.add(key, model)
-    return model
+    return model, path
 
 
 def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
@@ -258,7 +262,7 @@ def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[st
     with clock("data"):
         split = load_split(data_dir, config["validation_split"], config["train_subset"])
     with clock("model"):
-        model = initial_model(config, split, data_dir)
+        model, path = initial_model(config, split, data_dir)
     checkpoints = Checkpoints(run)
     with clock("checkpoints"):
         state, warning = checkpoints.resume(cell.id, model)
@@ -284,7 +288,8 @@ def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[st
     finally:
         events.close()
     fsio.write_json(run.history, state.history)
-    result = make_result(cell, state, scores, clock, [warning] if warning else [])
+    origin = provenance.provenance(data.data_path(data_dir))
+    result = make_result(cell, state, scores, clock, path, origin, [warning] if warning else [])
     records.write(run.result, result)
     # model.keras holds the best state now; the resume point and the best state are spent.
     checkpoints.prune(keep=frozenset())
@@ -302,7 +307,7 @@ def evaluate_best(
     """Restore the state with the lowest validation loss, save it, score it on the test set.
     Its validation probabilities are those of its epoch (the same numbers): not computed twice."""
     checkpoints.restore_best(state, model)
-    fsio.write_with(run.model, model.save)
+    fsio.write_with(run.model, models.inference_model(model).save)
     val_probs = predict(model, split.x_val) if best_val_probs is None else best_val_probs
     test_probs = predict(model, split.x_test)
     fsio.write_with(run.val_probs, lambda path: np.save(path, val_probs))
@@ -323,6 +328,8 @@ def make_result(
     state: records.RunState,
     scores: dict[str, Any],
     clock: StageClock,
+    path: records.TrainingPath,
+    origin: records.Provenance,
     warnings: list[str],
 ) -> records.RunResult:
     history = state.history
@@ -340,11 +347,12 @@ def make_result(
             final_train_accuracy=history["accuracy"][-1] if history.get("accuracy") else None,
             **scores,
         ),
-        timing=clock.timing(history.get("seconds", [])),
+        timing=clock.timing(history.get("seconds", []), path),
         params=params,
         resumed_at_epochs=state.resumed_at,
         diverged_at_epoch=state.diverged_at,
         env=runtime.environment(),
+        provenance=origin,
         warnings=warnings,
     )
 
