@@ -3,8 +3,13 @@ resume points, divergence; and the metrics it scores with."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,7 +22,7 @@ from mnistsweep.errors import MnistsweepError
 from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import RunLayout
 from mnistsweep.sweep.spec import parse_spec
-from mnistsweep.train import checkpoint, runtime, trainer
+from mnistsweep.train import checkpoint, provenance, runtime, trainer
 
 
 def make_cell(tmp_path, **train_settings):
@@ -164,6 +169,41 @@ def test_tiny_training_writes_every_artifact_and_learns(tmp_path, mnist_dir):
         assert list((run.tensorboard / group).glob("events.out.tfevents.*")), group
 
 
+PLAIN_KERAS_LOAD = """
+import sys
+import keras
+import numpy as np
+
+model_file, data_file, probabilities = sys.argv[1:]
+model = keras.models.load_model(model_file)
+x_test = np.load(data_file)["x_test"].astype("float32")
+np.testing.assert_allclose(model.predict(x_test, verbose=0), np.load(probabilities), atol=1e-5)
+assert "mnistsweep" not in sys.modules, "the test imported mnistsweep"
+print("loaded", [layer.__class__.__name__ for layer in model.layers])
+"""
+
+
+@pytest.mark.slow
+def test_an_augmented_model_loads_in_plain_keras_and_gives_the_saved_probabilities(
+    tmp_path, mnist_dir
+):
+    """A process that never imports mnistsweep loads model.keras (normalization inside, no
+    augmentation layer: a class of mnistsweep) and predicts the saved test probabilities."""
+    cell = make_cell(tmp_path, arch="linear", normalization="standardize", augment="standard")
+    trainer.run_cell(cell, tmp_path / "run", mnist_dir)
+    run = RunLayout(tmp_path / "run")
+    arguments = [str(run.model), str(mnist_dir / "mnist.npz"), str(run.test_probs)]
+    loaded = subprocess.run(
+        [sys.executable, "-c", PLAIN_KERAS_LOAD, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "Normalization" in loaded.stdout and "RandomAffine" not in loaded.stdout
+
+
 @pytest.mark.slow
 def test_saved_model_takes_raw_pixels_and_reproduces_test_probabilities(tmp_path, mnist_dir):
     import keras
@@ -178,26 +218,58 @@ def test_saved_model_takes_raw_pixels_and_reproduces_test_probabilities(tmp_path
     )
 
 
+# One net on each TensorFlow path of the measured table, and one the augmentation puts on the
+# kernels; the tests below train each.
+XLA_NET = next(arch for arch, path in runtime.TENSORFLOW_PATHS.items() if path == "tensorflow-xla")
+KERNELS_CNN = "simple_cnn"  # a CNN with dropout (0.2, the tutorial's)
+PATH_CASES = [
+    pytest.param({"arch": XLA_NET}, id=f"{XLA_NET} (its table path)"),
+    pytest.param({"arch": KERNELS_CNN}, id=f"{KERNELS_CNN} with dropout (its table path)"),
+    pytest.param({"arch": "linear", "augment": "standard"}, id="augmented: kernels"),
+]
+
+
+def expected_path(settings: dict[str, str]) -> str:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return "jax-xla"
+    if settings.get("augment", "none") != "none":
+        return "tensorflow-kernels"
+    return runtime.TENSORFLOW_PATHS[settings["arch"]]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "arch, augment",
-    [("mlp", "none"), ("linear", "standard")],  # XLA; TensorFlow's op determinism (no XLA)
-)
-def test_same_seed_same_result_other_seed_differs(tmp_path, mnist_dir, arch, augment):
+@pytest.mark.parametrize("settings", PATH_CASES)
+def test_same_seed_same_result_other_seed_differs(tmp_path, mnist_dir, settings):
     runs = {}
     for label, seed in (("a", 3), ("b", 3), ("c", 4)):
-        cell = make_cell(tmp_path, arch=arch, seed=seed, augment=augment)
-        runs[label] = trainer.run_cell(cell, tmp_path / label, mnist_dir)["metrics"]
-    assert runs["a"]["test_accuracy"] == runs["b"]["test_accuracy"]
-    assert runs["a"]["best_val_loss"] == runs["b"]["best_val_loss"]
-    assert runs["a"]["best_val_loss"] != runs["c"]["best_val_loss"]
+        cell = make_cell(tmp_path, seed=seed, **settings)
+        runs[label] = trainer.run_cell(cell, tmp_path / label, mnist_dir)
+    first, again, other = (runs[label]["metrics"] for label in "abc")
+    assert first["test_accuracy"] == again["test_accuracy"]
+    assert first["best_val_loss"] == again["best_val_loss"]
+    assert first["best_val_loss"] != other["best_val_loss"]
+    assert runs["a"]["timing"]["training_path"] == expected_path(settings)
+
+
+def test_the_kernels_cnn_of_these_tests_is_on_the_kernels_path():
+    """The tests above mean one net per path only while the table says so."""
+    assert runtime.TENSORFLOW_PATHS[KERNELS_CNN] == "tensorflow-kernels"
+    assert runtime.training_path("tensorflow", "mlp", jit_possible=False) == "tensorflow-kernels"
+    assert runtime.training_path("jax", KERNELS_CNN, jit_possible=True) == "jax-xla"
 
 
 @pytest.mark.slow
-def test_a_reused_compiled_model_gives_the_bytes_of_a_fresh_one(tmp_path, mnist_dir):
+@pytest.mark.parametrize(
+    "settings",
+    [{"arch": "mlp", "dropout": 0.2}, {"arch": KERNELS_CNN, "train_subset": 1000}],
+    ids=["mlp with dropout", f"{KERNELS_CNN} with dropout"],
+)
+def test_a_reused_compiled_model_gives_the_bytes_of_a_fresh_one(tmp_path, mnist_dir, settings):
     """A cell trained on the compiled model of the cell before it (same net, other seed) ends
     exactly as the same cell trained on a model compiled for it alone."""
-    first, second = (make_cell(tmp_path, arch="mlp", dropout=0.2, seed=s) for s in (0, 1))
+    first, second = (make_cell(tmp_path, seed=s, **settings) for s in (0, 1))
     runtime.COMPILED = runtime.CompiledModels()
     trainer.run_cell(first, tmp_path / "first", mnist_dir)
     trainer.run_cell(second, tmp_path / "reused", mnist_dir)
@@ -298,3 +370,75 @@ def test_a_finite_but_absurd_loss_at_chance_is_diverged_not_completed(tmp_path, 
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert math.isfinite(history["loss"][0]) and history["loss"][0] > trainer.DIVERGED_LOSS
     assert result["status"] == "diverged" and result["diverged_at_epoch"] == 0
+
+
+# --- provenance ----------------------------------------------------------------------------------
+
+
+def git(checkout, *arguments):
+    return subprocess.run(
+        ["git", "-C", str(checkout), *arguments], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_result_records_the_code_data_and_libraries_it_came_from(tmp_path, mnist_dir):
+    cell = make_cell(tmp_path, arch="linear", train_subset=500)
+    result = records.RunResult.model_validate(trainer.run_cell(cell, tmp_path / "run", mnist_dir))
+    origin = result.provenance
+    assert origin is not None
+    data_file = mnist_dir / "mnist.npz"
+    assert origin.data_sha256 == hashlib.sha256(data_file.read_bytes()).hexdigest()
+    assert origin.code_sha256 == provenance.code_sha256(provenance.PACKAGE_DIR)
+    assert origin.versions["keras"] == __import__("keras").__version__
+    checkout = provenance.PACKAGE_DIR.parent
+    if (checkout / ".git").exists():
+        assert origin.git_commit == git(checkout, "rev-parse", "HEAD")
+        assert origin.git_dirty == bool(git(checkout, "status", "--porcelain", "--", "mnistsweep"))
+    assert records.read(records.RunResult, tmp_path / "run" / "result.json") == result
+
+
+def copy_package(target):
+    shutil.copytree(
+        provenance.PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    return target
+
+
+def test_the_code_hash_changes_with_any_file_of_the_package(tmp_path):
+    package = copy_package(tmp_path / "mnistsweep")
+    before = provenance.code_sha256(package)
+    assert before == provenance.code_sha256(copy_package(tmp_path / "again" / "mnistsweep"))
+    (package / "report" / "templates" / "extra.txt").write_text("x")
+    assert provenance.code_sha256(package) != before
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_version_is_the_packages_own_checkout_and_never_a_folder_above_a_snapshot(tmp_path):
+    checkout = tmp_path / "checkout"
+    package = copy_package(checkout / "mnistsweep")
+    snapshot = copy_package(checkout / "results" / "quick" / "code" / "t1" / "mnistsweep")
+    git(checkout, "init", "-q")
+    git(checkout, "add", "mnistsweep")
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    git(checkout, *identity, "commit", "-q", "-m", "code")
+    commit = git(checkout, "rev-parse", "HEAD")
+    assert provenance.git_version(package) == (commit, False)
+    assert provenance.git_version(snapshot) == (None, None)  # results/ is not committed code
+    (package / "metrics.py").write_text("# edited\n")
+    assert provenance.git_version(package) == (commit, True)
+
+
+def test_results_written_before_provenance_and_paths_still_read(tmp_path):
+    old = {
+        "status": "completed",
+        "cell_id": "abc",
+        "cell_name": "arch=mlp",
+        "config": {"arch": "mlp"},
+        "metrics": {"test_accuracy": 0.9, "best_val_accuracy": 0.9},
+        "timing": {"epoch_seconds": [1.0]},
+    }
+    (tmp_path / "result.json").write_text(json.dumps(old))
+    result = records.read(records.RunResult, tmp_path / "result.json")
+    assert result is not None
+    assert result.provenance is None and result.timing.training_path is None
