@@ -147,9 +147,21 @@ T = TypeVar("T")
 Axis = Annotated[list[T], Field(min_length=1)]
 
 
-class GridBlock(_Schema):
-    """One grid: train keys mapped to non-empty lists of distinct values (empty: not an axis)."""
+BlockLabel = Annotated[
+    str,
+    Strict(),
+    AfterValidator(_single_line),
+    Field(pattern=r"\S", max_length=80),
+]
 
+
+class GridBlock(_Schema):
+    """One grid: train keys mapped to non-empty lists of distinct values (empty: not an axis),
+    and an optional `label` naming the study it is (the report's heading; not part of any id)."""
+
+    label: BlockLabel | None = Field(
+        default=None, description="a non-empty single-line string of at most 80 characters"
+    )
     arch: Axis[Arch] = Field(default_factory=list)
     normalization: Axis[Normalization] = Field(default_factory=list)
     dropout: Axis[Dropout] = Field(default_factory=list)
@@ -163,7 +175,7 @@ class GridBlock(_Schema):
     l2: Axis[L2] = Field(default_factory=list)
     train_subset: Axis[TrainSubset] = Field(default_factory=list)
 
-    @field_validator("*")
+    @field_validator(*(key for key in TrainConfig.model_fields))
     @classmethod
     def _each_value_once(cls, values: list[Any]) -> list[Any]:
         """O(n): values are canonical here (`true` has become 'standard', 1 has become 1.0)."""
@@ -337,6 +349,7 @@ class Cell:
 
     config: Mapping[str, Any]
     axes: tuple[str, ...]
+    block: int = field(default=0, compare=False)  # the first grid block that yields it
 
     @property
     def id(self) -> str:
@@ -367,6 +380,7 @@ class Spec:
     executor: ExecutorOptions
     ensemble_top_k: int
     document: Mapping[str, Any]  # the validated YAML as loaded, kept beside the results
+    labels: tuple[str | None, ...] = ()  # each grid block's `label:`, None where it has none
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -390,10 +404,10 @@ class Spec:
         base = {key: setting.default for key, setting in TRAIN_SETTINGS.items()}
         base.update(self.train)
         cells: dict[str, Cell] = {}
-        for grid in self.grids:
+        for block, grid in enumerate(self.grids):
             for values in itertools.product(*grid.values()):
                 config = {**base, **dict(zip(grid, values, strict=True))}
-                cell = Cell(config=config, axes=self.axes)
+                cell = Cell(config=config, axes=self.axes, block=block)
                 cells.setdefault(cell.id, cell)
         return list(cells.values())
 
@@ -457,12 +471,13 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
     grids: list[Grid] = []
     for i, (block, raw) in enumerate(zip(checked.grid, raw_blocks, strict=True)):
         where = f"grid[{i}]" if isinstance(raw_grid, list) else "grid"
-        for axis in raw:
+        axes = [axis for axis in raw if axis != "label"]
+        for axis in axes:
             if axis in train:
                 raise SpecError(
                     f"{path}: {where}.{axis}: also fixed in train.{axis}; give it in one place only"
                 )
-        grids.append({axis: tuple(getattr(block, axis)) for axis in raw})
+        grids.append({axis: tuple(getattr(block, axis)) for axis in axes})
     return Spec(
         name=checked.name,
         path=path,
@@ -471,6 +486,7 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
         executor=checked.executor,
         ensemble_top_k=checked.ensemble.top_k,
         document=document,
+        labels=tuple(block.label for block in checked.grid),
     )
 
 
@@ -543,6 +559,7 @@ def _expected(keys: tuple[str, ...]) -> str:
     for depth in range(len(keys) - 1, -1, -1):
         section = _SECTIONS.get(keys[:depth])
         if section is not None and keys[depth] in _fields(section):
-            owner = TrainConfig if section is GridBlock else section
+            in_train = section is GridBlock and keys[depth] in _fields(TrainConfig)
+            owner = TrainConfig if in_train else section
             return _fields(owner)[keys[depth]].description or "a valid value"
     return "a valid value"
