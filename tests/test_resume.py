@@ -2,7 +2,9 @@
 ends bit for bit where the run left alone ends — weights, optimizer, history, probabilities.
 
 Each case trains a net whose training draws random numbers every step (dropout; augmentation)
-for 3 epochs on a few thousand images, through the `train` command as a user runs it.
+for 3 epochs on a few thousand images, through the `train` command as a user runs it: a CNN on
+each TensorFlow path the trainer takes (runtime.TENSORFLOW_PATHS; the sigmoid MLP on XLA), and
+an MLP on JAX too.
 """
 
 from __future__ import annotations
@@ -22,14 +24,25 @@ import pytest
 
 from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import RunLayout
+from mnistsweep.train import runtime
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 CASES = {
-    "mlp with dropout": ["arch=mlp", "dropout=0.3", "train_subset=3000"],
+    "mlp with dropout": ["arch=mlp_sigmoid", "dropout=0.3", "train_subset=3000"],
     "cnn with augmentation": ["arch=simple_cnn", "augment=light", "train_subset=1000"],
+    "cnn with dropout": ["arch=simple_cnn", "train_subset=1000"],  # its tutorial's 0.2
+    "mlp with dropout on jax": ["arch=mlp", "dropout=0.3", "train_subset=3000"],
+}
+BACKENDS = {"mlp with dropout on jax": "jax"}
+# The path each case must take on TensorFlow: the CNN with dropout on its measured one.
+PATHS = {
+    "mlp with dropout": runtime.TENSORFLOW_PATHS["mlp_sigmoid"],  # XLA
+    "cnn with augmentation": "tensorflow-kernels",
+    "cnn with dropout": runtime.TENSORFLOW_PATHS["simple_cnn"],
+    "mlp with dropout on jax": "jax-xla",
 }
 
 
@@ -40,13 +53,19 @@ def train_command(case: str, out: Path, data_dir: Path) -> list[str]:
     return [sys.executable, "-m", "mnistsweep", "train", *flags, *places]
 
 
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+def environment(case: str) -> dict[str, str]:
+    backend = BACKENDS.get(case, "tensorflow")
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "KERAS_BACKEND": backend,
+    }
 
 
 def train_to_the_end(case: str, out: Path, data_dir: Path) -> None:
     finished = subprocess.run(
-        train_command(case, out, data_dir), env=environment(), capture_output=True, text=True
+        train_command(case, out, data_dir), env=environment(case), capture_output=True, text=True
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
 
@@ -60,7 +79,7 @@ def kill_after_epochs(case: str, run: RunLayout, data_dir: Path, wanted: int) ->
     """SIGKILL the training process once `wanted` epochs are committed; the epochs it left."""
     process = subprocess.Popen(
         train_command(case, run.root, data_dir),
-        env=environment(),
+        env=environment(case),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -118,6 +137,10 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, mnist_dir, left_alone
     expected = records.read(records.RunResult, reference.result)
     assert result is not None and expected is not None
     assert result.status == "completed" and result.resumed_at_epochs == [epochs_at_kill]
+    assert result.timing.training_path == expected.timing.training_path == PATHS[case]
+    assert result.env is not None and result.env["keras_backend"] == BACKENDS.get(
+        case, "tensorflow"
+    )
     assert result.metrics == expected.metrics
     for probabilities in (run.test_probs, run.val_probs):
         reference_file = reference.root / probabilities.name
