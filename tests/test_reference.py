@@ -132,3 +132,40 @@ def test_results_without_the_settings_columns_still_compare():
     assert mlp["status"] == "settings differ"
     assert "batch size: tutorial 128" in mlp["differs"]
     assert mlp["sweep_training_images"] == "54,000"
+
+
+def test_a_smaller_training_set_than_the_tutorials_is_flagged_and_a_subset_never_matches():
+    table, _ = compare(
+        run_row(0.98, arch="baseline_mlp", normalization="minmax", epochs=10, batch_size=200),
+        run_row(
+            0.97,
+            arch="simple_cnn",
+            normalization="minmax",
+            epochs=10,
+            batch_size=200,
+            validation_split=0.2,
+        ),
+    )
+    baseline = row_named(table, "baseline_mlp 784-784")
+    assert baseline["status"] == "matched"
+    assert "trained on 54,000 images, the tutorial on 60,000" in baseline["flags"]
+    # 48,000 images (20% held out) is neither the tutorial's count nor our 10% split
+    simple = row_named(table, "simple_cnn")
+    assert simple["status"] == "settings differ" and "training images" in simple["differs"]
+
+
+def test_an_unstated_setting_is_shown_as_unstated():
+    table, _ = compare(run_row(0.97, arch="mlp", normalization="standardize", epochs=3))
+    mlp = row_named(table, "mlp 256-256")
+    assert mlp["tutorial_epochs"] == reference.NOT_STATED
+    assert "epochs: not stated by the tutorial" in mlp["flags"]
+    linear, _ = compare(run_row(0.92, arch="linear", normalization="standardize", epochs=3))
+    assert row_named(linear, "linear, standardized")["status"] == "settings differ"
+
+
+@pytest.mark.parametrize(
+    ("weights", "comparable"),
+    [([1, 1, 1, 1], True), ([1, 1, 1], False), ([2, 1, 1], False), ([1] * 5, False)],
+)
+def test_only_four_models_averaged_compare_with_the_ensemble_line(weights, comparable):
+    assert (reference.ensemble_comparison(weights) is None) == comparable

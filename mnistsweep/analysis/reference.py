@@ -223,6 +223,15 @@ REFERENCE_ROWS: tuple[ReferenceRow, ...] = (
 ENSEMBLE_REFERENCE = {"members": 4, "test_accuracy": 0.9968, "test_loss": 0.0105}
 
 
+def ensemble_comparison(weights: list[int]) -> str | None:
+    """Why an ensemble (its members' weights) cannot be set beside Tutorial 1's 4-model figure,
+    or None when it can: exactly 4 models' probabilities averaged, as the tutorial builds it."""
+    wanted = int(ENSEMBLE_REFERENCE["members"])
+    if len(weights) != wanted or any(weight != 1 for weight in weights):
+        return f"{len(weights)} runs weighted {weights}, not {wanted} models averaged"
+    return None
+
+
 SETTING_COLUMNS = (
     "training_images",
     "epochs",
@@ -241,10 +250,12 @@ def comparison(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[ReferenceRow]]:
     Columns: `reference`, `source`, `configuration` (the matched config keys), `note`;
     `tutorial_<s>` and `sweep_<s>` for each setting s of `SETTING_COLUMNS` (the sweep side lists
     the distinct values of the runs shown: the matched ones, else all runs of the configuration);
-    `status` ("matched": runs with the tutorial's settings exist; "settings differ": only runs
-    trained otherwise); `differs` (for "settings differ", e.g. "epochs: tutorial 10, sweep 3");
-    `reference_test_acc`; `runs` (matched runs), `sweep_test_acc_mean`, `sweep_test_acc_std`
-    and `difference` (sweep minus tutorial; NaN unless matched); `configuration_runs`.
+    `status` ("matched": runs with every setting the tutorial states exist; "settings differ":
+    only runs trained otherwise); `flags` (settings the tutorial leaves unstated, and a smaller
+    training set than the tutorial's); `differs` (for "settings differ", e.g. "epochs: tutorial
+    10, sweep 3"); `reference_test_acc`; `runs` (matched runs), `sweep_test_acc_mean`,
+    `sweep_test_acc_std` and `difference` (sweep minus tutorial; NaN unless matched);
+    `configuration_runs`.
     """
     done = _with_training_images(runs[runs["status"] == "completed"] if len(runs) else runs)
     rows, uncovered = [], []
@@ -273,12 +284,15 @@ def tutorial_settings(reference: ReferenceRow) -> dict[str, Any]:
 
 def setting_matches(reference: ReferenceRow, runs: pd.DataFrame) -> dict[str, pd.Series]:
     """Per setting, which runs trained as the tutorial did. Training images match when the run
-    used the whole training split (54,000 held-out-free images of 60,000, never a subset)."""
+    used the whole training split, never a subset: the tutorial's count, or 54,000 where the
+    tutorial trained on all 60,000 (we hold 6,000 out for validation; `flags` says so)."""
     settings = reference.settings
     every = pd.Series(True, index=runs.index)
     subset = _column(runs, "train_subset")
+    whole = subset.isna() | (subset == "default")
+    images = _column(runs, "training_images")
     return {
-        "training_images": subset.isna() | (subset == "default"),
+        "training_images": whole & images.isin({settings.training_images, HELD_OUT}),
         "epochs": every if settings.epochs is None else _equal(runs, "epochs", settings.epochs),
         "batch_size": _equal(runs, "batch_size", settings.batch_size),
         "normalization": every,  # part of the configuration: already matched
@@ -301,6 +315,17 @@ def _compared(reference: ReferenceRow, configured: pd.DataFrame) -> dict[str, An
         if not matches[setting].any()
     ]
     mean = float(matched["test_accuracy"].mean()) if len(matched) else float("nan")
+    flags = [
+        f"{setting.replace('_', ' ')}: not stated by the tutorial"
+        for setting, value in tutorial.items()
+        if value == NOT_STATED
+    ]
+    fewer = matched[matched["training_images"] < reference.settings.training_images]
+    if len(fewer):
+        flags.append(
+            f"trained on {_distinct(fewer, 'training_images')} images, the tutorial on "
+            f"{reference.settings.training_images:,}"
+        )
     return {
         "reference": reference.name,
         "source": reference.source,
@@ -309,6 +334,7 @@ def _compared(reference: ReferenceRow, configured: pd.DataFrame) -> dict[str, An
         **{f"tutorial_{key}": _text(value) for key, value in tutorial.items()},
         **{f"sweep_{key}": _distinct(shown, key) for key in SETTING_COLUMNS},
         "status": "matched" if len(matched) else "settings differ",
+        "flags": "; ".join(flags),
         "differs": "; ".join(differs) if not len(matched) else "",
         "reference_test_acc": reference.test_accuracy,
         "runs": len(matched),
