@@ -1,4 +1,4 @@
-"""Tables (n, mean, std, 95% interval, marginals) and the report on synthetic sweep folders."""
+"""Tables (n, mean, std, 95% interval) and the report on synthetic sweep folders."""
 
 import base64
 import json
@@ -15,7 +15,7 @@ import pytest
 from mnistsweep import fsio
 from mnistsweep.analysis import reference, runs, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.report import figures, history
+from mnistsweep.report import ensemble_sections, figures, history
 from mnistsweep.report.build import write_report
 from mnistsweep.sweep import guard
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
@@ -92,25 +92,6 @@ def test_configuration_table_has_n_mean_std_and_a_student_t_interval(table_runs)
 def test_summarize_keeps_its_columns(table_runs):
     table = tables.summarize(table_runs, AXES)
     assert list(table.columns) == ["arch", "normalization", *tables.SUMMARY_COLUMNS]
-
-
-def test_marginal_tables_average_each_axis_over_the_rest(table_runs):
-    marginals = tables.marginal_tables(table_runs, AXES)
-    assert set(marginals) == {"arch", "normalization"}
-    by_arch = marginals["arch"].set_index("arch")
-    # mlp: configuration means 0.98 (raw, 3 seeds) and 0.95 (standardize): each counts once.
-    assert by_arch.loc["mlp", "test_acc_mean"] == pytest.approx((0.98 + 0.95) / 2)
-    assert by_arch.loc["mlp", "configurations"] == 2 and by_arch.loc["mlp", "runs"] == 4
-    assert by_arch.loc["mlp", "test_acc_min"] == pytest.approx(0.95)
-    assert by_arch.loc["mlp", "test_acc_max"] == pytest.approx(0.98)
-    by_normalization = marginals["normalization"].set_index("normalization")
-    assert by_normalization.loc["raw", "test_acc_mean"] == pytest.approx((0.98 + 0.90) / 2)
-    assert by_normalization.loc["standardize", "val_acc_mean"] == pytest.approx(0.945)
-    assert list(marginals["arch"]["arch"]) == ["mlp", "linear"]  # best validation first
-
-
-def test_one_configuration_axis_has_no_marginal_tables(table_runs):
-    assert tables.marginal_tables(table_runs, ["arch", "seed"]) == {}
 
 
 def test_reference_rows_match_the_tutorials_configuration(table_runs):
@@ -205,8 +186,9 @@ def image_sources(page: str) -> list[str]:
 
 
 EXPECTED_FIGURES = {
-    "test_accuracy.png",
-    "learning_curves.png",
+    "test_accuracy_1.png",
+    "learning_curves_1.png",
+    "axis_effects.png",
     "ensemble_curves.png",
     "per_digit_accuracy.png",
     "confusion_matrix.png",
@@ -224,7 +206,7 @@ def test_report_writes_markdown_html_figures_and_the_ensemble(full_sweep, writte
         assert f"](report_files/{figure})" in markdown
     for heading in (
         "## Results per configuration",
-        "### normalization",
+        "## Effect of each axis, from matched pairs",
         "## Learning curves",
         "## Ensembles",
         "### Top-3 ensemble",
@@ -328,9 +310,7 @@ def test_a_weak_tail_leaves_the_strong_run_alone_as_the_headline(tmp_path, mnist
     ensemble = json.loads((sweep_dir / "ensemble.json").read_text())
     assert ensemble["helps"] is False and ensemble["size"] == 1
     assert ensemble["members"][0]["arch"] == "mlp"
-    assert "No ensemble beats the best single run on validation; the headline is that run." in (
-        markdown
-    )
+    assert ensemble_sections.NO_HELP in (markdown)
     assert "**Headline:** single run, test accuracy" in markdown.split("\n## ", 1)[0]
 
 
@@ -404,7 +384,7 @@ def test_stale_report_files_go_and_other_files_stay(tmp_path):
     write_report(sweep_dir, data_dir=tmp_path / "no-data")
     assert not (files / "old_figure.png").exists()
     assert (files / "notes.txt").read_text() == "mine"
-    assert (files / "learning_curves.png").exists()
+    assert (files / "learning_curves_1.png").exists()
 
 
 def test_user_errors_are_one_line_mnistsweep_errors(tmp_path):

@@ -201,8 +201,10 @@ def test_errors_in_a_grid_of_the_list_name_its_index(tmp_path):
 
 
 def test_grid_axes_and_train_settings_come_from_one_schema():
-    """A train key added to TrainConfig must also be a grid axis (GridBlock), with its type."""
-    assert list(GridBlock.model_fields) == list(TrainConfig.model_fields) == list(TRAIN_SETTINGS)
+    """A train key added to TrainConfig must also be a grid axis (GridBlock), with its type;
+    a block's only other key is its `label`."""
+    axes = [key for key in GridBlock.model_fields if key != "label"]
+    assert axes == list(TrainConfig.model_fields) == list(TRAIN_SETTINGS)
     assert TRAIN_SETTINGS["seed"].check(3) == 3
     with pytest.raises(ValueError):
         TRAIN_SETTINGS["seed"].check(True)
@@ -246,3 +248,25 @@ def test_first_problem_is_one_line_in_the_schema_words(document, expected):
         parse_spec(document, Path("n.yaml"))
     assert expected in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_a_block_label_names_a_study_and_changes_no_cell_id_or_fingerprint():
+    grid = [{"arch": ["linear", "mlp"], "seed": [0, 1]}, {"arch": ["mlp"], "seed": [2]}]
+    plain = parse_spec({"name": "l", "grid": grid}, Path("l.yaml"))
+    labelled = parse_spec(
+        {"name": "l", "grid": [{"label": "arch study", **grid[0]}, grid[1]]}, Path("l.yaml")
+    )
+    assert labelled.labels == ("arch study", None)
+    assert [cell.id for cell in labelled.cells()] == [cell.id for cell in plain.cells()]
+    assert [cell.name for cell in labelled.cells()] == [cell.name for cell in plain.cells()]
+    assert labelled.results_fingerprint() == plain.results_fingerprint()
+    assert [cell.block for cell in labelled.cells()] == [0, 0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("label", [3, "", "two\nlines", "x" * 81, ["a"]])
+def test_a_bad_block_label_is_one_line_naming_it(label):
+    with pytest.raises(SpecError) as error:
+        parse_spec({"name": "l", "grid": [{"label": label, "arch": ["mlp"]}]}, Path("l.yaml"))
+    message = str(error.value)
+    assert "\n" not in message and "grid[0].label:" in message
+    assert "single-line string" in message

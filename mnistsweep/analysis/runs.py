@@ -66,6 +66,7 @@ def flatten(result: records.RunResult, run: RunLayout) -> dict[str, Any]:
         # Fields newer trainers record; None for results written before them.
         **{key: getattr(timing, key, None) for key in TIMING_COLUMNS},
         "error": result.error,
+        "provenance": result.provenance.model_dump() if result.provenance else None,
         "run_dir": str(run.root),
     }
 

@@ -100,36 +100,3 @@ def confidence_interval(
         half_width = quantile * std.to_numpy(dtype=float) / np.sqrt(counts)
     half_width = np.where(counts > 1, half_width, np.nan)
     return mean - half_width, mean + half_width
-
-
-def marginal_table(runs: pd.DataFrame, axes: Sequence[str], axis: str) -> pd.DataFrame:
-    """One axis, averaged over the rest of the grid: each configuration's mean counts once.
-
-    Weighting configurations (not runs) equally keeps a configuration with more finished seeds
-    from tilting the average; min and max show how much the other axes move it.
-    """
-    table = configuration_table(runs, axes)
-    if table.empty:
-        return pd.DataFrame(columns=[axis, "configurations", "runs"])
-    marginal = table.groupby(axis, dropna=False, sort=False).agg(
-        configurations=("n", "size"),
-        runs=("n", "sum"),
-        test_acc_mean=("test_acc_mean", "mean"),
-        test_acc_min=("test_acc_mean", "min"),
-        test_acc_max=("test_acc_mean", "max"),
-        val_acc_mean=("val_acc_mean", "mean"),
-        val_acc_min=("val_acc_mean", "min"),
-        val_acc_max=("val_acc_mean", "max"),
-        epochs_to_best=("epochs_to_best", "mean"),
-        train_seconds=("train_seconds", "mean"),
-    )
-    return marginal.sort_values(["val_acc_mean", "test_acc_mean"], ascending=False).reset_index()
-
-
-def marginal_tables(runs: pd.DataFrame, axes: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """A marginal table for every configuration axis, when there are two or more of them (with
-    one, its marginal table is the configuration table itself)."""
-    keys = configuration_axes(axes)
-    if len(keys) < 2:
-        return {}
-    return {axis: marginal_table(runs, axes, axis) for axis in keys}

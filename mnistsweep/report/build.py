@@ -36,6 +36,8 @@ def write_report(
         fsio.write_bytes(layout.report_file(name), content)
         for name, content in attachments.files.items()
     ]
+    effects_csv = layout.root / sections.EFFECTS_FILE
+    written.append(fsio.write_text(effects_csv, findings.effects.to_csv(index=False)))
     if findings.ensembles is not None:
         written.append(ensemble.write(layout.root, findings.ensembles))
     markdown = fsio.write_text(layout.report_md, render.to_markdown(report))
@@ -57,11 +59,12 @@ def assemble(
             *sections.progress(inputs),
             *sections.spec(inputs),
             *sections.configurations(inputs, findings, files),
-            *sections.marginals(inputs, files),
+            *sections.axis_effects(inputs, findings, files),
             *sections.learning_curves(inputs, findings, files),
             *ensemble_sections.ensembles(inputs, findings, files),
-            *sections.tutorials(inputs, files),
+            *sections.tutorials(inputs, findings, files),
             *sections.warnings(inputs, findings),
+            *sections.provenance(inputs),
         ],
     )
     return report, files

@@ -13,15 +13,14 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure as MatplotlibFigure
 
-from mnistsweep.analysis import ensemble, runs, tables
+from mnistsweep.analysis import effects, ensemble, runs, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.report import document, figures, formatting
+from mnistsweep.report import document, figures
 from mnistsweep.report.history import History, read_history
 from mnistsweep.sweep import guard, records
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
+from mnistsweep.sweep.spec import Grid, Spec, load_spec, parse_spec
 from mnistsweep.train import data
-
-MAX_CONFIGURATIONS_SHOWN = 40  # rows of the configuration table and plot; the CSV has them all
 
 
 @dataclass
@@ -34,6 +33,8 @@ class Inputs:
     top_k: int
     mnist: data.Mnist | None
     data_problem: str | None
+    grids: tuple[Grid, ...] = ()  # the spec's grid blocks, in its order
+    block_titles: tuple[str, ...] = ()  # each block's label, or "block N"; "" for a lone one
 
     @property
     def keys(self) -> list[str]:
@@ -44,11 +45,19 @@ class Inputs:
     def completed(self) -> pd.DataFrame:
         return tables.completed(self.runs.frame)
 
+    def varying(self, block: int) -> list[str]:
+        """The axes a block's configurations are told apart by: those with several values in
+        it (the seed aside), else its fixed ones, so a one-configuration block is still named."""
+        grid = self.grids[block] if block < len(self.grids) else {}
+        several = [axis for axis, values in grid.items() if axis != "seed" and len(values) > 1]
+        return several or [axis for axis in grid if axis != "seed"]
+
 
 @dataclass
 class Findings:
-    configurations: pd.DataFrame  # best validation mean first
-    labels: list[str]  # the configurations' names, in table order
+    configurations: pd.DataFrame  # best validation mean first; a `block` column
+    labels: list[str]  # the configurations' names (block title, varying axes), in table order
+    effects: pd.DataFrame  # effects.axis_effects: matched pairs only
     runs_by_label: dict[str, pd.DataFrame]  # completed runs of each configuration
     ensembles: ensemble.EnsembleFindings | None
     histories: dict[str, History] = field(default_factory=dict)  # by run folder
@@ -91,21 +100,64 @@ def load(sweep_dir: Path, top_k: int | None, data_dir: Path | None) -> Inputs:
     except MnistsweepError as error:
         mnist, problem = None, str(error)
     layout = SweepLayout(sweep_dir)
-    return Inputs(layout, record, runs.load_runs(sweep_dir), chosen, mnist, problem)
+    spec = _recorded_spec(layout, record)
+    found = runs.load_runs(sweep_dir)
+    blocks = {cell.id: cell.block for cell in spec.cells()} if spec is not None else {}
+    if len(found.frame):
+        found.frame[effects.BLOCK] = [blocks.get(cell, 0) for cell in found.frame["cell_id"]]
+    grids = spec.grids if spec is not None else tuple(_record_grids(record))
+    labels = spec.labels if spec is not None else ()
+    titles = tuple(
+        (labels[i] if i < len(labels) else None) or ("" if len(grids) == 1 else f"block {i + 1}")
+        for i in range(len(grids))
+    )
+    return Inputs(layout, record, found, chosen, mnist, problem, grids, titles)
+
+
+def _recorded_spec(layout: SweepLayout, record: records.SweepRecord) -> Spec | None:
+    """The spec kept beside the runs (it knows each cell's block and the blocks' labels), else
+    the record's grid; None when neither parses (cells then count as one block)."""
+    try:
+        if layout.spec_copy.exists():
+            return load_spec(layout.spec_copy, allow_large=True)
+        document = {"name": record.name, "grid": record.grid, "train": record.train}
+        return parse_spec(document, layout.record, allow_large=True)
+    except MnistsweepError:
+        return None
+
+
+def _record_grids(record: records.SweepRecord) -> list[Grid]:
+    return [{axis: tuple(values) for axis, values in grid.items()} for grid in record.grid]
+
+
+def configuration_names(inputs: Inputs, frame: pd.DataFrame) -> list[str]:
+    """`<block title>: arch=mlp, normalization=raw`: only the axes that vary within the block."""
+    names = []
+    for _, row in frame.iterrows():
+        block = int(row.get(effects.BLOCK, 0))
+        axes = inputs.varying(block)
+        shown = ", ".join(f"{axis}={row[axis]}" for axis in axes) or "all runs"
+        title = inputs.block_titles[block] if block < len(inputs.block_titles) else ""
+        names.append(f"{title}: {shown}" if title else shown)
+    return names
 
 
 def analyse(inputs: Inputs) -> Findings:
-    table = tables.configuration_table(inputs.runs.frame, inputs.record.axes)
+    frame = inputs.runs.frame
+    axes = [effects.BLOCK, *inputs.record.axes] if effects.BLOCK in frame else inputs.record.axes
+    table = tables.configuration_table(frame, axes)
     done = inputs.completed
     by_label: dict[str, pd.DataFrame] = {}
     if not done.empty:
-        names = formatting.configuration_labels(done, inputs.keys).to_numpy()
+        names = configuration_names(inputs, done)
         by_label = {
-            str(name): done.iloc[rows] for name, rows in done.groupby(names).indices.items()
+            str(name): done.iloc[rows]
+            for name, rows in done.groupby(pd.Series(names, index=done.index)).indices.items()
         }
-    labels = list(formatting.configuration_labels(table, inputs.keys)) if len(table) else []
-    findings = Findings(table, labels, by_label, None)
-    for label in labels[:MAX_CONFIGURATIONS_SHOWN]:  # histories of what the report shows
+    labels = configuration_names(inputs, table) if len(table) else []
+    found_effects = effects.axis_effects(done, inputs.grids, inputs.keys)
+    findings = Findings(table, labels, found_effects, by_label, None)
+    for label in labels:  # histories of every configuration: each gets its learning curves
         for run_dir in by_label.get(label, pd.DataFrame(columns=["run_dir"]))["run_dir"]:
             history = read_history(RunLayout(Path(run_dir)))
             if history is not None:

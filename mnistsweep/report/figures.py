@@ -81,6 +81,41 @@ def configuration_accuracy(
     return figure
 
 
+def forest(effects: pd.DataFrame) -> Figure:
+    """One panel per axis: each value's matched-pair effect (points) with its 95% interval, a
+    zero line to read the sign against. `effects` holds effects.axis_effects rows with pairs."""
+    axes_names = list(dict.fromkeys(effects["axis"]))
+    heights = [len(effects[effects["axis"] == axis]) for axis in axes_names]
+    figure = new_figure(height=1.0 + sum(0.45 * h + 0.6 for h in heights))
+    panels = np.atleast_1d(figure.subplots(len(axes_names), 1, height_ratios=heights))
+    for axes, name in zip(panels, axes_names, strict=True):
+        rows = effects[effects["axis"] == name]
+        positions = np.arange(len(rows))[::-1]
+        low = (rows["effect_test_pts"] - rows["ci_low_pts"]).fillna(0)
+        high = (rows["ci_high_pts"] - rows["effect_test_pts"]).fillna(0)
+        axes.errorbar(
+            rows["effect_test_pts"],
+            positions,
+            xerr=[low, high],
+            fmt="o",
+            capsize=4,
+            color="tab:blue",
+        )
+        labels = [
+            wrapped(f"{value} vs {baseline} (n={pairs})", width=50, lines=2)
+            for value, baseline, pairs in zip(
+                rows["value"], rows["baseline"], rows["pairs"], strict=True
+            )
+        ]
+        axes.set_yticks(positions, labels, fontsize="small")
+        axes.axvline(0, color="0.5", linewidth=1)
+        axes.set_ylim(-0.6, len(rows) - 0.4)
+        axes.set_title(name, fontsize="medium", loc="left")
+        axes.grid(axis="x", alpha=0.3)
+    panels[-1].set_xlabel("effect on test accuracy (points; value minus baseline)")
+    return figure
+
+
 CURVE_PANELS = {
     "loss": "Training loss",
     "val_loss": "Validation loss",

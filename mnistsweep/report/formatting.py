@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Sequence
 
 import pandas as pd
 
@@ -45,14 +43,6 @@ def table(frame: pd.DataFrame) -> Table:
         for column in cells.columns
     ]
     return Table([str(column) for column in frame.columns], cells.values.tolist(), align)
-
-
-def configuration_labels(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
-    """`arch=mlp, normalization=raw` for each row: the name of its configuration."""
-    if not keys:
-        return pd.Series("all runs", index=frame.index)
-    parts = [f"{key}=" + frame[key].astype(str) for key in keys]
-    return functools.reduce(lambda left, right: left + ", " + right, parts)
 
 
 def shorten(text: str, limit: int) -> str:

@@ -12,10 +12,11 @@ import pandas as pd
 import yaml
 
 from mnistsweep import fsio
-from mnistsweep.analysis import ensemble, reference, tables
+from mnistsweep.analysis import ensemble, reference
+from mnistsweep.analysis.effects import BLOCK
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.report import figures, formatting, history
-from mnistsweep.report.context import MAX_CONFIGURATIONS_SHOWN, Attachments, Findings, Inputs
+from mnistsweep.report.context import Attachments, Findings, Inputs
 from mnistsweep.report.document import (
     Block,
     CodeBlock,
@@ -30,7 +31,7 @@ from mnistsweep.report.document import (
 from mnistsweep.sweep import guard, state
 from mnistsweep.sweep.layout import RunLayout
 
-MAX_CURVES = 8  # more bands than this on one plot cannot be told apart
+EFFECTS_FILE = "axis_effects.csv"  # in the sweep folder, beside summary.csv
 MAX_CELLS_LISTED = 20
 MAX_SPEC_BYTES = 1024 * 1024
 UNFINISHED = ("not started", "queued", "training", "requeued", "interrupted", "lost")
@@ -51,8 +52,8 @@ def lead(inputs: Inputs, findings: Findings, generated: str) -> list[Block]:
                 strong("Headline: "),
                 f"{what.get(headline.method, headline.method)}{size}, test accuracy ",
                 strong(f"{formatting.percent(headline.test_accuracy)}%"),
-                f" (validation {formatting.percent(headline.val_accuracy)}%, chosen on "
-                "validation only).",
+                f" ({formatting.percent(found.held_out.get(headline.method))}% on validation "
+                "images its selection rule did not see; chosen on validation only).",
             )
         )
     table = findings.configurations
@@ -174,40 +175,58 @@ def configurations(inputs: Inputs, findings: Findings, files: Attachments) -> li
     if table.empty:
         return [section.add(paragraph("No completed runs yet."))]
     files.table("configurations", table)
-    shown = table.head(MAX_CONFIGURATIONS_SHOWN)
-    labels = findings.labels[: len(shown)]
-    seeds = {
-        label: list(findings.runs_by_label[label]["test_accuracy"])
-        for label in labels
-        if label in findings.runs_by_label
-    }
-    more = (
-        f" The {MAX_CONFIGURATIONS_SHOWN} best of {len(table)} are shown; all"
-        if len(table) > MAX_CONFIGURATIONS_SHOWN
-        else " All"
-    )
     section.add(
         paragraph(
-            "Completed runs grouped by every axis but the seed, best mean ",
+            "Completed runs grouped by grid block (one study each) and by every axis but the "
+            "seed, best mean ",
             strong("validation"),
-            " accuracy first (the test set never picks). Accuracies in % (val: validation), "
-            "mean ± sample std over seeds; the 95% interval is Student's t on the mean (none for "
-            "a single run). Epoch times: the first epoch (tracing and compiling) apart from the "
-            f"steady ones.{more} rows are in ",
+            " accuracy first (the test set never picks); a name shows only the axes that vary "
+            "within its block. Accuracies in % (val: validation), mean ± sample std over seeds; "
+            "the 95% interval is Student's t on the mean (none for a single run). Epoch times: "
+            "the first epoch (tracing and compiling) apart from the steady ones. Every row is in ",
             code("report_files/configurations.csv"),
             ".",
-        ),
-        formatting.table(display_configurations(shown, labels, inputs.keys, findings)),
-        files.figure(
-            "test_accuracy.png",
-            figures.configuration_accuracy(shown, labels, seeds),
-            "Test accuracy per configuration",
-        ),
+        )
     )
+    found = [section]
+    blocks = table[BLOCK] if BLOCK in table else pd.Series(0, index=table.index)
+    for block in sorted(set(blocks)):
+        rows = [position for position, value in enumerate(blocks) if value == block]
+        shown, labels = table.iloc[rows], [findings.labels[position] for position in rows]
+        title = inputs.block_titles[block] if block < len(inputs.block_titles) else ""
+        keys = [key for key in inputs.varying(block) if key in shown]
+        part = found[0] if not title else Section(title, level=3)
+        seeds = {
+            label: list(findings.runs_by_label[label]["test_accuracy"])
+            for label in labels
+            if label in findings.runs_by_label
+        }
+        part.add(
+            formatting.table(display_configurations(shown, labels, keys, findings)),
+            files.figure(
+                f"test_accuracy_{block + 1}.png",
+                figures.configuration_accuracy(
+                    shown,
+                    [_short(inputs, name) for name in labels],
+                    {_short(inputs, name): values for name, values in seeds.items()},
+                ),
+                f"Test accuracy per configuration{f' ({title})' if title else ''}",
+            ),
+        )
+        if part is not found[0]:
+            found.append(part)
     best = best_run(inputs)
     if best is not None:
         section.add(best)
-    return [section]
+    return found
+
+
+def _short(inputs: Inputs, name: str) -> str:
+    """A configuration's name without its block's title, under a heading that gives it."""
+    for title in inputs.block_titles:
+        if title and name.startswith(f"{title}: "):
+            return name.removeprefix(f"{title}: ")
+    return name
 
 
 def display_configurations(
@@ -268,36 +287,58 @@ def best_run(inputs: Inputs) -> Block | None:
     )
 
 
-# --- each axis averaged over the rest -------------------------------------------------------------
+# --- effects from matched comparisons -------------------------------------------------------------
 
 
-def marginals(inputs: Inputs, files: Attachments) -> list[Section]:
-    by_axis = tables.marginal_tables(inputs.runs.frame, inputs.record.axes)
-    if not by_axis or inputs.completed.empty:
+def axis_effects(inputs: Inputs, findings: Findings, files: Attachments) -> list[Section]:
+    found = findings.effects
+    if found.empty or inputs.completed.empty:
         return []
-    found = [
-        Section("Each axis averaged over the rest").add(
+    section = Section("Effect of each axis, from matched pairs").add(
+        paragraph(
+            "An axis's effect is measured only between runs of one grid block that differ in "
+            "that axis alone, seed for seed (value minus the block's first value, in test-"
+            "accuracy points, with a Student-t 95% interval over the pairs). Values met only in "
+            "different blocks, beside other nets or settings, are never compared. In ",
+            code(EFFECTS_FILE),
+            ".",
+        )
+    )
+    paired = found[found["pairs"] > 0]
+    unpaired = found[found["pairs"] == 0]
+    if len(paired):
+        shown = pd.DataFrame(
+            {
+                "axis": paired["axis"].astype(str),
+                "value vs baseline": [
+                    f"{value} vs {baseline}"
+                    for value, baseline in zip(paired["value"], paired["baseline"], strict=True)
+                ],
+                "pairs": paired["pairs"].astype(int).astype(str),
+                "effect (points)": paired["effect_test_pts"].map(lambda v: f"{v:+.2f}"),
+                "95% CI (points)": [
+                    "n/a" if pd.isna(low) else f"[{low:+.2f}, {high:+.2f}]"
+                    for low, high in zip(paired["ci_low_pts"], paired["ci_high_pts"], strict=True)
+                ],
+            }
+        )
+        section.add(
+            formatting.table(shown),
+            files.figure(
+                "axis_effects.png",
+                figures.forest(paired),
+                "Effect of each axis from matched pairs (points, 95% interval)",
+            ),
+        )
+    if len(unpaired):
+        names = ", ".join(str(axis) for axis in unpaired["axis"])
+        section.add(
             paragraph(
-                "Each value of one axis, with every configuration of the other axes counted "
-                "once (the mean of the configuration means); the range runs from the worst to "
-                "the best of them."
+                f"No matched pair for: {names}. Their values occur only in different blocks, "
+                "so the sweep cannot say what they change."
             )
         )
-    ]
-    for axis, table in by_axis.items():
-        files.table(f"marginal_{axis}", table)
-        shown = table[[axis]].astype(str).copy()
-        shown["configurations"] = table["configurations"].astype(str)
-        shown["runs"] = table["runs"].astype(str)
-        for short, name in (("test_acc", "test"), ("val_acc", "val")):
-            shown[f"{name} acc %"] = table[f"{short}_mean"].map(formatting.percent)
-            shown[f"{name} range"] = [
-                formatting.interval(low, high)
-                for low, high in zip(table[f"{short}_min"], table[f"{short}_max"], strict=True)
-            ]
-        shown["epochs to best"] = table["epochs_to_best"].map(formatting.one_decimal)
-        found.append(Section(axis, level=3).add(formatting.table(shown)))
-    return found
+    return [section]
 
 
 # --- learning curves ------------------------------------------------------------------------------
@@ -307,41 +348,41 @@ def learning_curves(inputs: Inputs, findings: Findings, files: Attachments) -> l
     if findings.configurations.empty:
         return []
     section = Section("Learning curves")
-    curves = {}
-    for label in findings.labels[:MAX_CURVES]:
+    table = findings.configurations
+    blocks = table[BLOCK] if BLOCK in table else pd.Series(0, index=table.index)
+    by_block: dict[int, dict[str, pd.DataFrame]] = {}
+    for label, block in zip(findings.labels, blocks, strict=True):
         runs = findings.runs_by_label.get(label, pd.DataFrame(columns=["run_dir"]))
         found = [findings.history_of(str(run_dir)) for run_dir in runs["run_dir"]]
         curve = history.epoch_curves(past for past in found if past is not None)
         if curve is not None:
-            curves[label] = curve
-    if not curves:
+            by_block.setdefault(int(block), {})[_short(inputs, label)] = curve
+    if not by_block:
         return [section.add(paragraph("No run has a readable history.json."))]
-    which = (
-        "every configuration"
-        if len(findings.labels) <= MAX_CURVES
-        else f"the {len(curves)} best configurations on validation"
-    )
-    return [
-        section.add(
-            paragraph(
-                f"Training and validation loss and accuracy per epoch for {which}, from each "
-                "run's history.json: the mean over seeds with a ± std band. Training figures are "
-                "averaged over each epoch (with dropout and augmentation on); validation ones are "
-                "measured at its end."
-            ),
-            files.figure(
-                "learning_curves.png",
-                figures.learning_curves(curves),
-                "Training and validation loss and accuracy per epoch",
-            ),
+    section.add(
+        paragraph(
+            "Training and validation loss and accuracy per epoch for every configuration, one "
+            "figure per grid block, from each run's history.json: the mean over seeds with a "
+            "± std band. Training figures are averaged over each epoch (with dropout and "
+            "augmentation on); validation ones are measured at its end."
         )
-    ]
+    )
+    for block, curves in sorted(by_block.items()):
+        title = inputs.block_titles[block] if block < len(inputs.block_titles) else ""
+        section.add(
+            files.figure(
+                f"learning_curves_{block + 1}.png",
+                figures.learning_curves(curves),
+                f"Learning curves{f': {title}' if title else ''}",
+            )
+        )
+    return [section]
 
 
 # --- against the tutorials ------------------------------------------------------------------------
 
 
-def tutorials(inputs: Inputs, files: Attachments) -> list[Section]:
+def tutorials(inputs: Inputs, findings: Findings, files: Attachments) -> list[Section]:
     section = Section("Against the tutorials' reference figures")
     table, uncovered = reference.comparison(inputs.runs.frame)
     if table.empty:
@@ -350,9 +391,12 @@ def tutorials(inputs: Inputs, files: Attachments) -> list[Section]:
         files.table("reference_comparison", table)
         section.add(
             paragraph(
-                "Completed runs with a tutorial's configuration and its settings, their mean test "
-                "accuracy beside the tutorial's figure (other axes pooled). A configuration "
-                "trained with other settings is listed with what differs and not compared."
+                "Completed runs with a tutorial's configuration and every setting it states, "
+                "their mean test accuracy beside the tutorial's figure. A setting the tutorial "
+                "does not state is shown as not stated (and flagged), as is a smaller training "
+                "set (we hold 6,000 images out for validation where a tutorial trained on all "
+                "60,000). A configuration trained with other settings is listed with what "
+                "differs and not compared."
             ),
             formatting.table(readable_comparison(table)),
             paragraph("Settings of each compared row, tutorial → sweep where they differ:"),
@@ -364,10 +408,30 @@ def tutorials(inputs: Inputs, files: Attachments) -> list[Section]:
                 ]
             ),
         )
+    section.add(four_models(findings))
     if uncovered:
         names = "; ".join(row.name for row in uncovered)
         section.add(paragraph(f"Not covered by this sweep: {names}."))
     return [section]
+
+
+def four_models(findings: Findings) -> Block:
+    """Tutorial 1's ensemble line, beside an ensemble built as it builds one, or why not."""
+    wanted = reference.ENSEMBLE_REFERENCE
+    line = (
+        f"Tutorial 1 averages the probabilities of {wanted['members']} models: test accuracy "
+        f"{formatting.percent(wanted['test_accuracy'])}%, loss {wanted['test_loss']}. "
+    )
+    four = findings.ensembles.four_models if findings.ensembles is not None else None
+    why = reference.ensemble_comparison([m.weight for m in four.members]) if four else None
+    if four is None or why is not None:
+        return paragraph(line, f"Not compared: no ensemble here is built that way ({why}).")
+    return paragraph(
+        line,
+        f"Built the same way (the {wanted['members']} best runs on validation, averaged): ",
+        strong(f"{formatting.percent(four.test_accuracy)}%"),
+        f", {_points(four.test_accuracy - float(wanted['test_accuracy']), signed=True)} points.",
+    )
 
 
 def settings_pairs(table: pd.DataFrame) -> list[str]:
@@ -424,6 +488,43 @@ def _points(value: object, signed: bool) -> str:
 
 def _plain(value: object) -> str:
     return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+# --- provenance: what made the results ------------------------------------------------------------
+
+
+def provenance(inputs: Inputs) -> list[Section]:
+    """The code, data and library versions the completed runs recorded, each distinct set once;
+    results written before provenance was recorded are counted, not guessed."""
+    done = inputs.completed
+    recorded = done["provenance"] if "provenance" in done else pd.Series(dtype=object)
+    found: dict[str, int] = {}
+    for value in recorded:
+        key = _provenance_line(value) if isinstance(value, dict) else "not recorded"
+        found[key] = found.get(key, 0) + 1
+    if not found:
+        return []
+    items = [(f"{count} run{'s' if count != 1 else ''}: {line}",) for line, count in found.items()]
+    return [Section("Provenance").add(bullets(items))]
+
+
+def _provenance_line(value: dict[str, object]) -> str:
+    commit = value.get("git_commit")
+    code_version = (
+        f"git {commit}{' (dirty tree)' if value.get('git_dirty') else ''}"
+        if commit
+        else f"package {value.get('package_version', '?')}"
+    )
+    versions = value.get("versions")
+    libraries = (
+        ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
+        if isinstance(versions, dict)
+        else "not recorded"
+    )
+    return (
+        f"code {code_version}, code sha256 {str(value.get('code_sha256', '?'))[:16]}, "
+        f"data sha256 {str(value.get('data_sha256') or 'not recorded')[:16]}; {libraries}"
+    )
 
 
 # --- warnings -------------------------------------------------------------------------------------
