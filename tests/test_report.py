@@ -245,7 +245,11 @@ def test_the_best_run_is_named_with_its_folder(full_sweep, written):
 def test_steady_epoch_time_leaves_out_the_first_epoch(full_sweep, written):
     markdown = (full_sweep / "report.md").read_text()
     header = next(line for line in markdown.splitlines() if "steady epoch s" in line)
-    row = next(line for line in markdown.splitlines() if line.startswith("| mlp | standardize"))
+    row = next(
+        line
+        for line in markdown.splitlines()
+        if line.startswith("| arch=mlp, normalization=standardize |")
+    )
     cells = dict(zip(header.split("|"), row.split("|"), strict=True))
     assert cells[" first epoch s "].strip() == "5.0"
     assert cells[" steady epoch s "].strip() == "1.0"

@@ -194,7 +194,6 @@ def configurations(inputs: Inputs, findings: Findings, files: Attachments) -> li
         rows = [position for position, value in enumerate(blocks) if value == block]
         shown, labels = table.iloc[rows], [findings.labels[position] for position in rows]
         title = inputs.block_titles[block] if block < len(inputs.block_titles) else ""
-        keys = [key for key in inputs.varying(block) if key in shown]
         part = found[0] if not title else Section(title, level=3)
         seeds = {
             label: list(findings.runs_by_label[label]["test_accuracy"])
@@ -202,7 +201,9 @@ def configurations(inputs: Inputs, findings: Findings, files: Attachments) -> li
             if label in findings.runs_by_label
         }
         part.add(
-            formatting.table(display_configurations(shown, labels, keys, findings)),
+            formatting.table(
+                display_configurations(shown, [_short(inputs, name) for name in labels], findings)
+            ),
             files.figure(
                 f"test_accuracy_{block + 1}.png",
                 figures.configuration_accuracy(
@@ -230,24 +231,28 @@ def _short(inputs: Inputs, name: str) -> str:
 
 
 def display_configurations(
-    table: pd.DataFrame, labels: list[str], keys: list[str], findings: Findings
+    table: pd.DataFrame, labels: list[str], findings: Findings
 ) -> pd.DataFrame:
-    shown = table[keys].astype(str).copy() if keys else pd.DataFrame(index=table.index)
+    """One wrapping name column, then the numbers a reader compares; the rest (validation
+    interval, total seconds) is in configurations.csv, so the table fits a laptop's window."""
+    shown = pd.DataFrame({"configuration": labels}, index=table.index)
     shown["n"] = table["n"].astype(int).astype(str)
-    for short, name in (("test_acc", "test"), ("val_acc", "val")):
-        shown[f"{name} acc %"] = [
-            formatting.mean_and_std(row[f"{short}_mean"], row[f"{short}_std"])
-            for _, row in table.iterrows()
-        ]
-        shown[f"{name} 95% CI"] = [
-            formatting.interval(row[f"{short}_ci95_low"], row[f"{short}_ci95_high"])
-            for _, row in table.iterrows()
-        ]
+    shown["test acc %"] = [
+        formatting.mean_and_std(row["test_acc_mean"], row["test_acc_std"])
+        for _, row in table.iterrows()
+    ]
+    shown["test 95% CI"] = [
+        formatting.interval(row["test_acc_ci95_low"], row["test_acc_ci95_high"])
+        for _, row in table.iterrows()
+    ]
+    shown["val acc %"] = [
+        formatting.mean_and_std(row["val_acc_mean"], row["val_acc_std"])
+        for _, row in table.iterrows()
+    ]
     shown["epochs to best"] = table["epochs_to_best"].map(formatting.one_decimal)
     first, steady = zip(*(epoch_seconds(findings, label) for label in labels), strict=True)
     shown["first epoch s"] = [formatting.one_decimal(value) for value in first]
     shown["steady epoch s"] = [formatting.one_decimal(value) for value in steady]
-    shown["train s"] = table["train_seconds"].map(formatting.one_decimal)
     return shown
 
 
@@ -444,22 +449,29 @@ def settings_pairs(table: pd.DataFrame) -> list[str]:
 
 
 def readable_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """Whatever columns the comparison returns but the paired settings: accuracies in %,
-    differences in points."""
-    paired = {f"{side}_{name}" for name in settings_pairs(table) for side in ("tutorial", "sweep")}
-    shown = pd.DataFrame(index=table.index)
-    for column in (column for column in table.columns if column not in paired):
-        values = table[column]
-        title = column.replace("_", " ")
-        if column == "difference" or column.endswith("_std"):
-            shown[f"{title} (points)"] = [
-                _points(value, signed=column == "difference") for value in values
-            ]
-        elif "acc" in column:
-            shown[f"{title} %"] = [formatting.percent(_number(value)) for value in values]
-        else:
-            shown[title] = [_plain(value) for value in values]
-    return shown
+    """The comparison a reader needs on screen: accuracies in %, the difference in points, and
+    one wrapping column of what qualifies it; every column is in reference_comparison.csv."""
+    notes = []
+    for _, row in table.iterrows():
+        parts = [_plain(row.get(key)) for key in ("differs", "flags", "note")]
+        notes.append("; ".join(part for part in parts if part))
+    return pd.DataFrame(
+        {
+            "reference": [_plain(value) for value in table["reference"]],
+            "source": [_plain(value) for value in table["source"]],
+            "status": [_plain(value) for value in table["status"]],
+            "runs": table["runs"].astype(int).astype(str),
+            "tutorial %": [formatting.percent(_number(v)) for v in table["reference_test_acc"]],
+            "sweep %": [
+                formatting.mean_and_std(_number(mean) or float("nan"), _number(std))
+                for mean, std in zip(
+                    table["sweep_test_acc_mean"], table["sweep_test_acc_std"], strict=True
+                )
+            ],
+            "difference (points)": [_points(value, signed=True) for value in table["difference"]],
+            "notes": notes,
+        }
+    )
 
 
 def settings_side_by_side(table: pd.DataFrame) -> pd.DataFrame:
