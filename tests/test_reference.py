@@ -164,8 +164,17 @@ def test_an_unstated_setting_is_shown_as_unstated():
 
 
 @pytest.mark.parametrize(
-    ("weights", "comparable"),
-    [([1, 1, 1, 1], True), ([1, 1, 1], False), ([2, 1, 1], False), ([1] * 5, False)],
+    ("weights", "subsets", "comparable"),
+    [
+        ([1, 1, 1, 1], [None] * 4, True),
+        ([1, 1, 1, 1], ["default"] * 4, True),
+        ([1, 1, 1, 1], [None, None, None, 2000], False),
+        ([1, 1, 1], [None] * 3, False),
+        ([2, 1, 1], [None] * 3, False),
+        ([1] * 5, [None] * 5, False),
+    ],
 )
-def test_only_four_models_averaged_compare_with_the_ensemble_line(weights, comparable):
-    assert (reference.ensemble_comparison(weights) is None) == comparable
+def test_only_four_whole_split_models_averaged_compare_with_the_ensemble_line(
+    weights, subsets, comparable
+):
+    assert (reference.ensemble_comparison(weights, subsets) is None) == comparable

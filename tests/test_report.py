@@ -218,6 +218,13 @@ def test_report_writes_markdown_html_figures_and_the_ensemble(full_sweep, writte
     assert (full_sweep / "report_files" / "configurations.csv").exists()
 
 
+def test_smoke_runs_are_never_set_beside_the_four_model_figure(full_sweep, written):
+    markdown = (full_sweep / "report.md").read_text()
+    assert "Not compared: no ensemble here is built that way (members trained on subsets" in (
+        markdown
+    )
+
+
 def test_the_first_lines_state_the_headline_and_the_best_configuration(full_sweep, written):
     markdown = (full_sweep / "report.md").read_text()
     lead = markdown.split("\n## ", 1)[0]

@@ -111,6 +111,13 @@ def test_a_confounded_axis_is_reported_only_from_matched_pairs(reported):
     assert "averaged over the rest" not in markdown
 
 
+def test_the_four_model_line_is_compared_only_with_four_models_averaged(reported):
+    markdown = (reported / "report.md").read_text()
+    four = json.loads((reported / "ensemble.json").read_text())["four_models"]
+    assert [member["weight"] for member in four["members"]] == [1, 1, 1, 1]
+    assert f"averaged): **{100 * four['test_accuracy']:.2f}%**" in markdown
+
+
 def test_configurations_are_grouped_by_block_and_named_by_what_varies_there(reported):
     markdown = (reported / "report.md").read_text()
     assert "### study 4: vanilla\\_cnn" in markdown

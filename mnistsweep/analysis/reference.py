@@ -223,12 +223,16 @@ REFERENCE_ROWS: tuple[ReferenceRow, ...] = (
 ENSEMBLE_REFERENCE = {"members": 4, "test_accuracy": 0.9968, "test_loss": 0.0105}
 
 
-def ensemble_comparison(weights: list[int]) -> str | None:
-    """Why an ensemble (its members' weights) cannot be set beside Tutorial 1's 4-model figure,
-    or None when it can: exactly 4 models' probabilities averaged, as the tutorial builds it."""
+def ensemble_comparison(weights: list[int], subsets: list[Any]) -> str | None:
+    """Why an ensemble cannot be set beside Tutorial 1's 4-model figure, or None when it can:
+    exactly 4 models' probabilities averaged, as the tutorial builds it (`weights`), each
+    trained on the whole training split (`subsets`: the members' train_subset, null for all)."""
     wanted = int(ENSEMBLE_REFERENCE["members"])
     if len(weights) != wanted or any(weight != 1 for weight in weights):
         return f"{len(weights)} runs weighted {weights}, not {wanted} models averaged"
+    partial = [subset for subset in subsets if subset is not None and subset != "default"]
+    if partial:
+        return f"members trained on subsets of {_distinct(pd.DataFrame({'s': partial}), 's')}"
     return None
 
 

@@ -413,14 +413,14 @@ def tutorials(inputs: Inputs, findings: Findings, files: Attachments) -> list[Se
                 ]
             ),
         )
-    section.add(four_models(findings))
+    section.add(four_models(inputs, findings))
     if uncovered:
         names = "; ".join(row.name for row in uncovered)
         section.add(paragraph(f"Not covered by this sweep: {names}."))
     return [section]
 
 
-def four_models(findings: Findings) -> Block:
+def four_models(inputs: Inputs, findings: Findings) -> Block:
     """Tutorial 1's ensemble line, beside an ensemble built as it builds one, or why not."""
     wanted = reference.ENSEMBLE_REFERENCE
     line = (
@@ -428,7 +428,19 @@ def four_models(findings: Findings) -> Block:
         f"{formatting.percent(wanted['test_accuracy'])}%, loss {wanted['test_loss']}. "
     )
     four = findings.ensembles.four_models if findings.ensembles is not None else None
-    why = reference.ensemble_comparison([m.weight for m in four.members]) if four else None
+    done = inputs.completed
+    subset = (
+        dict(zip(done["run_dir"], done["train_subset"], strict=True))
+        if "train_subset" in done
+        else {}
+    )
+    why = (
+        reference.ensemble_comparison(
+            [m.weight for m in four.members], [subset.get(m.run_dir) for m in four.members]
+        )
+        if four
+        else None
+    )
     if four is None or why is not None:
         return paragraph(line, f"Not compared: no ensemble here is built that way ({why}).")
     return paragraph(
