@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
+
+import numpy as np
 
 from mnistsweep.errors import MnistsweepError
 
@@ -149,28 +153,127 @@ def append_line(path: Path, line: str) -> None:
 def open_lock(path: Path) -> int:
     """A lock file's descriptor, created if missing, never truncated, never through a symlink."""
     ensure_dir(path.parent)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        descriptor = os.open(path, flags, 0o666)
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise UnsafePathError(f"{path}: is a symlink; refusing to use it as a lock") from None
         raise disk_error(path, error) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise UnsafePathError(f"{path}: not a regular file (a FIFO or a device); remove it")
+    return descriptor
 
 
-def read_text(path: Path, limit: int = 64 * 1024 * 1024) -> str | None:
-    """A file's text, or None when it is missing, unreadable, a link or over `limit` bytes."""
+class UnreadableFile(MnistsweepError):
+    """A file mnistsweep reads that is a link, a FIFO, a device, a folder, hardlinked or too big."""
+
+
+class TooLarge(UnreadableFile):
+    """A file or an array over the size a reader accepts."""
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_read(path: Path, *, limit: int | None = None, single_link: bool = True) -> BinaryIO:
+    """The one way mnistsweep opens a file to read: never through a symlink, never blocking on
+    a FIFO or a device (O_NONBLOCK, then fstat), only a regular file, at most `limit` bytes
+    large, and (`single_link`, for the files of a sweep folder) not hardlinked, since a hard link
+    is the symlink that O_NOFOLLOW cannot see. FileNotFoundError when missing, else
+    UnreadableFile naming the file and why."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
+        descriptor = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnreadableFile(f"{path}: is a symlink; mnistsweep reads no links") from None
+        raise UnreadableFile(f"{path}: cannot read ({error.strerror or error})") from None
     try:
-        with os.fdopen(descriptor, "rb") as stream:
-            if os.fstat(stream.fileno()).st_size > limit:
-                return None
-            content = stream.read()
-    except OSError:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise UnreadableFile(f"{path}: not a regular file (a FIFO, a device or a folder)")
+        if single_link and status.st_nlink > 1:
+            raise UnreadableFile(f"{path}: has {status.st_nlink} hard links; refused as a link")
+        if limit is not None and status.st_size > limit:
+            raise TooLarge(f"{path}: {status.st_size:,} bytes, over the {limit:,} cap")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_bytes(path: Path, limit: int, *, single_link: bool = True) -> bytes:
+    """A whole file, checked as `open_read` does; the cap counts the bytes actually read (a file
+    that grows after the fstat is refused too)."""
+    try:
+        with open_read(path, limit=limit, single_link=single_link) as stream:
+            content = stream.read(limit + 1)
+    except OSError as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise UnreadableFile(f"{path}: cannot read ({error.strerror or error})") from None
+    if len(content) > limit:
+        raise TooLarge(f"{path}: over the {limit:,}-byte cap")
+    return content
+
+
+def read_text(path: Path, limit: int = 64 * 1024 * 1024, *, single_link: bool = True) -> str | None:
+    """A file's text, or None when it is missing or refused by `open_read` (link, FIFO, device,
+    hardlink, over `limit`): callers tell the two apart by whether the path exists."""
+    try:
+        content = read_bytes(path, limit, single_link=single_link)
+    except (OSError, UnreadableFile):
         return None
     return content.decode("utf-8", errors="replace")
+
+
+def npy_header(stream: IO[bytes], origin: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """Shape and dtype from an .npy header, read before any array memory is allocated."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    except (ValueError, OSError, EOFError, SyntaxError) as error:
+        raise UnreadableFile(f"{origin}: not an .npy array ({error})") from None
+    if dtype.hasobject:
+        raise UnreadableFile(f"{origin}: holds Python objects; only numeric arrays are read")
+    return tuple(int(n) for n in shape), dtype
+
+
+def read_npy(stream: IO[bytes], origin: str, max_bytes: int) -> np.ndarray[Any, Any]:
+    """One array from an open .npy stream: its header's shape times item size is checked
+    against `max_bytes` before memory is allocated for it."""
+    start = stream.tell() if stream.seekable() else None
+    shape, dtype = npy_header(stream, origin)
+    size = math.prod(shape) * dtype.itemsize
+    if size > max_bytes:
+        raise TooLarge(f"{origin}: an array of {size:,} bytes, over the {max_bytes:,} cap")
+    if start is not None:
+        stream.seek(start)
+    else:
+        raise UnreadableFile(f"{origin}: cannot re-read the array header")
+    try:
+        array: np.ndarray[Any, Any] = np.lib.format.read_array(stream, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise UnreadableFile(f"{origin}: a damaged .npy array ({error})") from None
+    return array
+
+
+def load_npy(path: Path, max_bytes: int) -> np.ndarray[Any, Any]:
+    """An .npy file read through `open_read` and `read_npy` (a FIFO, a link, a declared shape
+    larger than the file or the cap: one UnreadableFile)."""
+    try:
+        with open_read(path) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            return read_npy(stream, str(path), min(max_bytes, size))
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path}: missing") from None
 
 
 def remove_matching(

