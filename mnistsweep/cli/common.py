@@ -13,7 +13,10 @@ console = Console(highlight=False, soft_wrap=True)
 
 
 def default_results_dir() -> Path:
-    return Path(os.environ.get(RESULTS_ENV, "results"))
+    """$MNISTSWEEP_RESULTS with `~` expanded as $MNISTSWEEP_DATA is (empty counts as unset),
+    else ./results."""
+    env = os.environ.get(RESULTS_ENV, "").strip()
+    return Path(env).expanduser() if env else Path("results")
 
 
 def positive_int(text: str) -> int:

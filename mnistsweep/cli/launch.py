@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, allow_large=args.allow_large)
     if args.concurrent_cells is not None:  # e.g. a spec made for GPU nodes, run on a CPU
+        check_concurrent_cells(args.concurrent_cells)
         executor = replace(spec.executor, concurrent_cells=args.concurrent_cells)
         spec = replace(spec, executor=executor)
     results_dir = args.results_dir or default_results_dir()
@@ -403,3 +404,16 @@ def report_outcome(plan: Plan, cells: Sequence[Cell], data_dir: Path | None) -> 
     report(plan.sweep_dir, top_k=None, data_dir=data_dir)
     bad = sum(1 for _, view in views if view.state.is_ended_badly)
     return 1 if bad or unfinished else 0
+
+
+def check_concurrent_cells(value: int) -> None:
+    """--concurrent-cells within the spec schema's own bound for executor.concurrent_cells."""
+    from annotated_types import Le
+
+    from mnistsweep.errors import MnistsweepError
+    from mnistsweep.sweep.spec import ExecutorOptions
+
+    field = ExecutorOptions.__pydantic_fields__["concurrent_cells"]  # type: ignore[attr-defined]
+    highest = min(int(bound.le) for bound in field.metadata if isinstance(bound, Le))  # type: ignore[call-overload]
+    if value > highest:
+        raise MnistsweepError(f"--concurrent-cells: got {value}; expected {field.description}")
