@@ -32,6 +32,15 @@ class UnsafePathError(MnistsweepError):
     """A symlink, or a file where a folder belongs, inside a folder mnistsweep writes to."""
 
 
+def expand_user(path: Path | str) -> Path:
+    """`~` and `~user` expanded; a user with no home is one MnistsweepError, not a traceback."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        user = str(path).split("/", 1)[0]
+        raise MnistsweepError(f"{path}: {user}: no such user (cannot expand ~)") from None
+
+
 def disk_error(path: Path, error: OSError) -> MnistsweepError:
     """An OSError from writing `path` as one line the user can act on."""
     reason = error.strerror or str(error)

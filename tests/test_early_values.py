@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,3 +34,27 @@ def test_results_env_expands_home_and_empty_counts_as_unset(monkeypatch, name):
     for empty in ("", "  "):
         monkeypatch.setenv("MNISTSWEEP_RESULTS", empty)
         assert default_results_dir() == Path("results")
+
+
+@settings(max_examples=10, deadline=None)
+@given(user=st.text("abcdefghijklmnopqrstuvwxyz", min_size=8, max_size=16))
+def test_a_home_of_no_user_is_one_error_line(user):
+    import pwd
+
+    from mnistsweep.__main__ import main as run_main
+
+    try:
+        pwd.getpwnam(f"zz{user}")
+        return  # a real user after all: nothing to refuse
+    except KeyError:
+        pass
+    path = f"~zz{user}/x"
+    for args, env in (
+        (["data", "prepare", "--data-dir", path], {}),
+        (["data", "check"], {"MNISTSWEEP_DATA": path}),
+        (["launch", str(SPEC), "--dry-run", "--executor", "local"], {"MNISTSWEEP_RESULTS": path}),
+    ):
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            assert run_main(args) == 2

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mnistsweep import fsio
+
 RESULTS_ENV = "MNISTSWEEP_RESULTS"
 console = Console(highlight=False, soft_wrap=True)
 
@@ -16,7 +18,7 @@ def default_results_dir() -> Path:
     """$MNISTSWEEP_RESULTS with `~` expanded as $MNISTSWEEP_DATA is (empty counts as unset),
     else ./results."""
     env = os.environ.get(RESULTS_ENV, "").strip()
-    return Path(env).expanduser() if env else Path("results")
+    return fsio.expand_user(env) if env else Path("results")
 
 
 def positive_int(text: str) -> int:

