@@ -157,3 +157,27 @@ def test_a_data_file_that_is_a_fifo_is_one_line(tmp_path):
         from mnistsweep.train import data
 
         data.load(tmp_path)
+
+
+def archivable_sweep(tmp_path: Path) -> Path:
+    layout = SweepLayout(tmp_path / "s")
+    fsio.write_json(layout.record, {"name": "s", "axes": ["arch"], "grid": {"arch": ["linear"]}})
+    return layout.root
+
+
+@pytest.mark.parametrize("inside", ["sweep.json", "runs/x.tar.xz", "new.tar.xz"])
+def test_archive_output_inside_the_sweep_folder_is_refused(tmp_path, inside):
+    sweep = archivable_sweep(tmp_path)
+    before = (sweep / "sweep.json").read_bytes()
+    done = cli("archive", "s", "-o", f"s/{inside}", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "inside the sweep folder" in lines[0]
+    assert (sweep / "sweep.json").read_bytes() == before
+    assert not (sweep / inside).exists() or inside == "sweep.json"
+
+
+def test_archive_of_dot_names_the_folder(tmp_path):
+    sweep = archivable_sweep(tmp_path)
+    done = cli("archive", ".", cwd=sweep)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s.tar.xz").is_file()

@@ -67,10 +67,16 @@ def archive(
     with_models: bool = False,
     with_tensorboard: bool = False,
 ) -> Path:
-    """Write the sweep's results into `output` (default: `<sweep folder>.tar.xz` beside it)."""
+    """Write the sweep's results into `output` (default: `<sweep folder>.tar.xz` beside it),
+    never inside the sweep folder itself (it would overwrite or archive its own files)."""
+    sweep_dir = sweep_dir.resolve()  # `archive .` names the folder, not ""
     layout = SweepLayout(sweep_dir)
     name = _sweep_name(layout)
     target = output or sweep_dir.parent / f"{sweep_dir.name}{SUFFIX}"
+    if target.resolve().is_relative_to(sweep_dir):
+        raise MnistsweepError(
+            f"{target}: inside the sweep folder {sweep_dir}; write the archive outside it (-o)"
+        )
     files = list(_files(layout, with_models=with_models, with_tensorboard=with_tensorboard))
 
     def save(temporary: Path) -> None:
