@@ -285,6 +285,24 @@ def load_npy(path: Path, max_bytes: int) -> np.ndarray[Any, Any]:
         raise UnreadableFile(f"{path}: missing") from None
 
 
+def map_npy(path: Path) -> np.ndarray[Any, Any]:
+    """An .npy file memory-mapped read-only, opened through `open_read` (a FIFO or a link is
+    one UnreadableFile, never a hang), its declared shape checked against the file's size:
+    the ensemble maps thousands of runs' probabilities without reading them all."""
+    try:
+        with open_read(path) as stream:
+            shape, dtype = npy_header(stream, str(path))
+            offset = stream.tell()
+            size = os.fstat(stream.fileno()).st_size
+            if offset + math.prod(shape) * dtype.itemsize > size:
+                raise UnreadableFile(f"{path}: its header declares more data than the file holds")
+            if math.prod(shape) == 0:
+                return np.zeros(shape, dtype)
+            return np.memmap(stream, dtype=dtype, mode="r", shape=shape, offset=offset)
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path}: missing") from None
+
+
 def remove_matching(
     folder: Path, patterns: tuple[str, ...], keep: frozenset[str] = frozenset()
 ) -> None:

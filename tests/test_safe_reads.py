@@ -181,3 +181,34 @@ def test_archive_of_dot_names_the_folder(tmp_path):
     done = cli("archive", ".", cwd=sweep)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "s.tar.xz").is_file()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(0, 50),
+    cut=st.integers(1, 200),
+)
+def test_mapped_probabilities_are_the_file_or_refused_when_short(tmp_path_factory, rows, cut):
+    """The ensemble's memory-mapped read: the saved array exactly, or one UnreadableFile when
+    the file holds less than its header declares."""
+    path = tmp_path_factory.mktemp("npy") / "probs_test.npy"
+    array = np.random.default_rng(rows).random((rows, 10), dtype=np.float32)
+    np.save(path, array)
+    assert np.array_equal(np.asarray(fsio.map_npy(path)), array)
+    if rows:
+        content = path.read_bytes()
+        path.write_bytes(content[: max(1, len(content) - cut)])
+        with pytest.raises(fsio.UnreadableFile):
+            fsio.map_npy(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_probabilities_that_are_a_fifo_or_a_link_are_refused_at_once(tmp_path, kind):
+    path = tmp_path / "probs_val.npy"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        np.save(tmp_path / "real.npy", np.zeros((2, 10), np.float32))
+        path.symlink_to(tmp_path / "real.npy")
+    with pytest.raises(fsio.UnreadableFile, match=r"probs_val\.npy"):
+        fsio.map_npy(path)

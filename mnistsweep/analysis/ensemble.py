@@ -232,8 +232,10 @@ def _library(runs: pd.DataFrame, labels: Labels, problems: list[str]) -> _Librar
 def _probabilities(run: RunLayout, labels: Labels) -> tuple[np.ndarray, np.ndarray] | str:
     """A run's (validation, test) probabilities, mapped not read, or why they cannot be used."""
     try:
-        val = np.load(run.val_probs, mmap_mode="r", allow_pickle=False)
-        test = np.load(run.test_probs, mmap_mode="r", allow_pickle=False)
+        val = fsio.map_npy(run.val_probs)
+        test = fsio.map_npy(run.test_probs)
+    except fsio.UnreadableFile as error:
+        return f"no probabilities ({error})"
     except (OSError, ValueError) as error:
         return f"no probabilities ({type(error).__name__}: {error})"
     expected_test = (len(labels.test), CLASSES)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mnistsweep import fsio
 from mnistsweep.analysis.ensemble import EnsembleChoice, EnsembleFindings, Member
 from mnistsweep.report import figures, formatting
 from mnistsweep.report.context import Attachments, Findings, Inputs
@@ -237,8 +238,8 @@ def per_digit(
 
 def _test_probabilities(run_dir: Path) -> np.ndarray | None:
     try:
-        return np.load(RunLayout(run_dir).test_probs, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+        return fsio.map_npy(RunLayout(run_dir).test_probs)
+    except (fsio.UnreadableFile, OSError, ValueError):
         return None
 
 
