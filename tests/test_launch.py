@@ -212,13 +212,21 @@ def test_ctrl_c_of_a_local_launch_is_one_line_and_the_run_resumes(tmp_path, tiny
     import time
 
     from mnistsweep.sweep import records
+    from mnistsweep.train import pace
 
-    spec_path = tiny_spec(name="ctrlc", grid={"arch": ["mlp"]}, epochs=30, train_subset=20000)
+    # The test pace keeps the cell training for a minute on any machine: Ctrl-C always lands
+    # mid-training, never after a fast machine has finished the cell.
+    spec_path = tiny_spec(name="ctrlc", grid={"arch": ["mlp"]}, epochs=30, train_subset=2000)
     run = SweepLayout(tmp_path / "out" / "ctrlc").run(load_spec(spec_path).cells()[0])
     launch = subprocess.Popen(
         [sys.executable, "-m", "mnistsweep", "launch", str(spec_path), "--results-dir", "out"],
         cwd=tmp_path,
-        env={**os.environ, "MNISTSWEEP_DATA": str(mnist_dir), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={
+            **os.environ,
+            "MNISTSWEEP_DATA": str(mnist_dir),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            pace.EPOCH_SECONDS_ENV: "2",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
