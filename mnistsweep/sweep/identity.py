@@ -1,0 +1,133 @@
+"""Run identity: which run folders belong to a sweep. The one owner of that rule.
+
+A run folder counts only when four things agree: its name is the folder name of a cell of the
+spec recorded in `sweep.json`, and its records (`result.json`, `state.json`) name that very cell,
+with that cell's config. Anything else — a folder copied from another sweep, a copy of one of
+the sweep's own runs under another cell's name or a made-up one, a result whose config was edited,
+a record whose cell id differs from its folder — is *foreign*: callers name it in one warning and
+never count, delete or overwrite it. A record that cannot be read is not foreign but damaged,
+which the readers already report.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from mnistsweep.errors import MnistsweepError
+from mnistsweep.sweep import records
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
+from mnistsweep.sweep.spec import Cell, parse_spec
+from mnistsweep.sweep.state import CellState, CellView
+
+R = TypeVar("R", bound=records.Record)
+SHOWN = 3  # foreign folders named in the one warning line
+FOREIGN_DETAIL = "its folder holds another cell's records (foreign, left as it is)"
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A run folder that does not belong to the sweep, and the first disagreement found."""
+
+    name: str  # the folder's name under runs/
+    reason: str
+
+
+@dataclass(frozen=True)
+class SweepIdentity:
+    """The cells of the spec recorded in `sweep.json`, by folder name."""
+
+    cells: dict[str, Cell]  # cell.dirname -> cell
+
+    @classmethod
+    def of(cls, record: records.SweepRecord) -> SweepIdentity:
+        return _identity(record.model_dump_json())
+
+    def cell_of(self, run_dir: Path) -> Cell | None:
+        return self.cells.get(run_dir.name)
+
+    def check(self, run_dir: Path) -> Foreign | None:
+        """None when `run_dir` is a cell's own folder holding only that cell's records."""
+        name = run_dir.name
+        cell = self.cells.get(name)
+        if cell is None:
+            return Foreign(name, "not the folder of a cell of this sweep's spec")
+        run = RunLayout(run_dir)
+        state = readable(records.RunState, run.state)
+        if state is not None and state.cell_id != cell.id:
+            return Foreign(name, f"state.json is of cell {state.cell_id}")
+        result = readable(records.RunResult, run.result)
+        if result is None:
+            return None
+        if result.cell_id != cell.id:
+            return Foreign(name, f"result.json is of cell {result.cell_id}")
+        if result.cell_name != cell.name:
+            return Foreign(name, f"result.json names cell {result.cell_name}")
+        if not same_config(result.config, cell):
+            return Foreign(name, "result.json: its config is not the cell's")
+        return None
+
+
+def readable(kind: type[R], path: Path) -> R | None:
+    """The record, or None when there is none or it is damaged (damaged is not foreign: the
+    readers of the run report it as damaged)."""
+    try:
+        return records.read(kind, path)
+    except records.DamagedRecord:
+        return None
+
+
+def same_config(config: dict[str, records.JsonScalar], cell: Cell) -> bool:
+    """The config as the cell's id hashes it: 1 and 1.0, or a key more or less, differ."""
+    return Cell(config, cell.axes).id == cell.id
+
+
+@functools.lru_cache(maxsize=8)
+def _identity(record_json: str) -> SweepIdentity:
+    """Cells from the record's own grid and train settings (never from an editable spec.yaml),
+    computed once per record: an archive checks each of its members against the same one."""
+    record = records.SweepRecord.model_validate_json(record_json)
+    document = {"name": record.name, "grid": record.grid, "train": record.train}
+    try:
+        spec = parse_spec(document, Path("sweep.json"), allow_large=True)
+    except MnistsweepError as error:
+        raise MnistsweepError(f"{error}; this sweep folder's record is damaged") from None
+    if spec.results_fingerprint() != record.fingerprint:
+        raise MnistsweepError(
+            "sweep.json: its grid and train settings do not match its fingerprint "
+            "(edited by hand?); restore it from the spec that filled the folder"
+        )
+    return SweepIdentity({cell.dirname: cell for cell in spec.cells()})
+
+
+def check_run(record: records.SweepRecord, run_dir: Path) -> Foreign | None:
+    """Whether `run_dir` (e.g. an archive's extracted member) belongs to the sweep of `record`."""
+    return SweepIdentity.of(record).check(run_dir)
+
+
+def foreign_runs(record: records.SweepRecord, sweep_dir: Path) -> list[Foreign]:
+    """Every run folder under `sweep_dir/runs/` that does not belong to the sweep."""
+    identity = SweepIdentity.of(record)
+    found = (identity.check(run.root) for run in SweepLayout(sweep_dir).run_folders())
+    return [foreign for foreign in found if foreign is not None]
+
+
+def unless_foreign(view: CellView, cell: Cell, foreign_names: AbstractSet[str]) -> CellView:
+    """A cell whose own folder holds another cell's records is not what they say: damaged, and
+    left as it is (the records are someone's results, never overwritten)."""
+    if cell.dirname not in foreign_names:
+        return view
+    return CellView(CellState.DAMAGED, 0, view.job_id, FOREIGN_DETAIL)
+
+
+def warning(foreign: list[Foreign]) -> str:
+    """The one line naming the foreign folders: how many, and the first few with why."""
+    shown = "; ".join(f"{item.name} ({item.reason})" for item in foreign[:SHOWN])
+    more = f"; and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else ""
+    return (
+        f"{len(foreign)} foreign run folder(s), not counted and left as they are "
+        f"(not this sweep's cell, or records of another cell): {shown}{more}"
+    )
