@@ -34,6 +34,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from mnistsweep.errors import MnistsweepError
+from mnistsweep.sweep import sampling
+from mnistsweep.sweep.sampling import EarlyStopping, SampledAxes, SamplingError, SearchOptions
 from mnistsweep.sweep.yaml_loader import (
     CONTROL_CHARACTERS,
     ListTooLong,
@@ -118,7 +120,24 @@ Epochs = Annotated[Int, _integer(1, 10_000)]
 BatchSize = Annotated[Int, _integer(1, 60_000)]
 LearningRate = Annotated[Number, _number(0.0, 10.0, low_open=True)]
 LrSchedule = Annotated[Text, _one_of(LR_SCHEDULES)]
-ValidationSplit = Annotated[Number, _number(0.0, 0.5, low_open=True)]
+MNIST_TRAIN_IMAGES = 60_000  # the training split the validation share is cut from
+
+
+def _leaves_validation_images(share: float) -> float:
+    """The job rounds the share to whole images (as the trainer does): a share that rounds to
+    none is refused with the spec, not after the job has queued and loaded the data."""
+    if round(MNIST_TRAIN_IMAGES * share) == 0:
+        raise PydanticCustomError(
+            "spec",
+            f"{share!r} leaves no validation image of the {MNIST_TRAIN_IMAGES:,} "
+            f"(a share above {1 / (2 * MNIST_TRAIN_IMAGES):.2g} leaves one; e.g. 0.1)",
+        )
+    return share
+
+
+ValidationSplit = Annotated[
+    Number, _number(0.0, 0.5, low_open=True), AfterValidator(_leaves_validation_images)
+]
 Augment = Annotated[
     Text, _one_of(AUGMENTATION_NAMES, " (or true/false)"), BeforeValidator(_augment_shorthand)
 ]
@@ -313,8 +332,9 @@ class SpecDocument(_Schema):
     train: TrainConfig = Field(default_factory=TrainConfig)
     executor: ExecutorOptions = Field(default_factory=ExecutorOptions)
     ensemble: EnsembleOptions = Field(default_factory=EnsembleOptions)
+    search: SearchOptions = Field(default_factory=SearchOptions)
 
-    @field_validator("train", "executor", "ensemble", mode="before")
+    @field_validator("train", "executor", "ensemble", "search", mode="before")
     @classmethod
     def _none_is_empty(cls, value: object) -> object:
         return {} if value is None else value
@@ -381,6 +401,9 @@ class Spec:
     ensemble_top_k: int
     document: Mapping[str, Any]  # the validated YAML as loaded, kept beside the results
     labels: tuple[str | None, ...] = ()  # each grid block's `label:`, None where it has none
+    # each block's drawn configurations of its sampled axes (sampling.py); () where it has none
+    samples: tuple[tuple[Mapping[str, Any], ...], ...] = ()
+    early_stopping: EarlyStopping | None = None  # search.early_stopping
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -405,16 +428,24 @@ class Spec:
         base.update(self.train)
         cells: dict[str, Cell] = {}
         for block, grid in enumerate(self.grids):
-            for values in itertools.product(*grid.values()):
-                config = {**base, **dict(zip(grid, values, strict=True))}
-                cell = Cell(config=config, axes=self.axes, block=block)
-                cells.setdefault(cell.id, cell)
+            draws = self.samples[block] if block < len(self.samples) else ()
+            plain = {
+                axis: values for axis, values in grid.items() if axis not in (draws or [{}])[0]
+            }
+            for drawn in draws or ({},):  # each sampled configuration, by each of the grid's axes
+                for values in itertools.product(*plain.values()):
+                    config = {**base, **dict(zip(plain, values, strict=True)), **drawn}
+                    cell = Cell(config=config, axes=self.axes, block=block)
+                    cells.setdefault(cell.id, cell)
         return list(cells.values())
 
     def results_fingerprint(self) -> str:
         """Hash of what decides results (grid and train): a spec whose fingerprint differs must
         not share a results folder with this one."""
-        canonical = json.dumps({"grid": self.grids, "train": self.train}, sort_keys=True)
+        decisive: dict[str, Any] = {"grid": self.grids, "train": self.train}
+        if any(self.samples):  # the draws are not a product of the grid's values
+            decisive["samples"] = self.samples
+        canonical = json.dumps(decisive, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -451,6 +482,7 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
     # From the lists' lengths alone: a 120,000-value axis is refused before any value is checked.
     size = sum(
         math.prod(len(v) if isinstance(v, list) else 1 for v in block.values())
+        * sampling.samples_of(block)
         if isinstance(block, dict)
         else 1
         for block in raw_blocks
@@ -460,6 +492,10 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
             f"{path}: grid: expands to {size:,} cells, above the limit of {MAX_CELLS:,}; "
             "shrink an axis or pass --allow-large"
         )
+    parts = [_sampled_part(raw, _where(i, raw_grid), path) for i, raw in enumerate(raw_blocks)]
+    if isinstance(raw_grid, (list, dict)):  # the schema sees the grids without distributions
+        plain = [part[0] for part in parts]
+        document = {**document, "grid": plain if isinstance(raw_grid, list) else plain[0]}
     try:
         checked = SpecDocument.model_validate(document)
     except ValidationError as invalid:
@@ -469,15 +505,22 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
 
     train = {key: getattr(checked.train, key) for key in document.get("train") or {}}
     grids: list[Grid] = []
+    samples: list[tuple[dict[str, Any], ...]] = []
     for i, (block, raw) in enumerate(zip(checked.grid, raw_blocks, strict=True)):
-        where = f"grid[{i}]" if isinstance(raw_grid, list) else "grid"
-        axes = [axis for axis in raw if axis != "label"]
+        where = _where(i, raw_grid)
+        axes = [axis for axis in raw if axis not in ("label", "samples")]
         for axis in axes:
             if axis in train:
                 raise SpecError(
                     f"{path}: {where}.{axis}: also fixed in train.{axis}; give it in one place only"
                 )
-        grids.append({axis: tuple(getattr(block, axis)) for axis in axes})
+        sampled = parts[i][1]
+        draws = () if sampled is None else _draw(sampled, checked.search.seed, raw, where, path)
+        grid = {axis: tuple(getattr(block, axis)) for axis in axes}
+        for axis in sampled.axes if sampled else ():
+            grid[axis] = tuple(dict.fromkeys(drawn[axis] for drawn in draws))
+        grids.append(grid)
+        samples.append(draws)
     return Spec(
         name=checked.name,
         path=path,
@@ -487,7 +530,40 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
         ensemble_top_k=checked.ensemble.top_k,
         document=document,
         labels=tuple(block.label for block in checked.grid),
+        samples=tuple(samples) if any(samples) else (),
+        early_stopping=checked.search.early_stopping,
     )
+
+
+def _where(index: int, raw_grid: object) -> str:
+    return f"grid[{index}]" if isinstance(raw_grid, list) else "grid"
+
+
+def _sampled_part(raw: object, where: str, path: Path) -> tuple[object, SampledAxes | None]:
+    """A raw grid block without its distributions (for the schema), and its sampled part."""
+    if not isinstance(raw, dict):
+        return raw, None
+    try:
+        return sampling.split_block(raw, list(TRAIN_SETTINGS))
+    except SamplingError as error:
+        raise SpecError(f"{path}: {where}.{error}") from None
+
+
+def _draw(
+    sampled: SampledAxes, seed: int, raw: dict[str, Any], where: str, path: Path
+) -> tuple[dict[str, Any], ...]:
+    def canonical(key: str, value: Any) -> Any:
+        return TRAIN_SETTINGS[key].check(value)
+
+    def expected(key: str) -> str:
+        return TRAIN_SETTINGS[key].doc or "a valid value"
+
+    try:
+        seeded = {key: value for key, value in raw.items() if key != "label"}  # not part of any id
+        checked = sampling.check_values(sampled, canonical, expected)
+        return sampling.draw(checked, seed, seeded, canonical)
+    except SamplingError as error:
+        raise SpecError(f"{path}: {where}.{error}") from None
 
 
 # --- One line per problem ----------------------------------------------------------------------
@@ -499,6 +575,8 @@ _SECTIONS: dict[tuple[str, ...], type] = {
     ("executor",): ExecutorOptions,
     ("executor", "slurm"): SlurmOptions,
     ("ensemble",): EnsembleOptions,
+    ("search",): SearchOptions,
+    ("search", "early_stopping"): EarlyStopping,
 }
 _UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument", "invalid_key")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
