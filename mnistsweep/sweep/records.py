@@ -29,9 +29,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from mnistsweep import fsio
 from mnistsweep.errors import MnistsweepError
+from mnistsweep.sweep.yaml_loader import shown
 
 JsonScalar = str | int | float | bool | None
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -70,6 +72,19 @@ class SweepRecord(Record):
     @classmethod
     def _one_grid_or_several(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
+
+    @field_validator("axes")
+    @classmethod
+    def _train_keys(cls, axes: list[str]) -> list[str]:
+        """Every reader groups and names runs by these: an unknown one is a damaged record."""
+        from mnistsweep.sweep.spec import TRAIN_SETTINGS  # the spec's schema owns the keys
+
+        for axis in axes:
+            if axis not in TRAIN_SETTINGS:
+                raise PydanticCustomError(
+                    "axis", f"{shown(axis)} is no train key; allowed: {', '.join(TRAIN_SETTINGS)}"
+                )
+        return axes
 
 
 # --- jobs.jsonl ----------------------------------------------------------------------------------
