@@ -25,15 +25,15 @@ import submitit
 from mnistsweep import fsio
 from mnistsweep.sweep import records, state
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
-from mnistsweep.sweep.spec import Cell
+from mnistsweep.sweep.spec import Cell, ExecutorOptions
 
 ERROR_TAIL_LINES = 20
 # Cell ids (comma-separated) that fail on purpose: how tests and users check that a failure stays
 # in its cell, is recorded with its traceback, and shows in `status`.
 FAIL_CELLS_ENV = "MNISTSWEEP_FAIL_CELLS"
 # Attempts in a row (time limits, preemptions) that commit no epoch before a job stops coming
-# back: an epoch longer than the time limit would otherwise requeue forever. The spec key to
-# come is `executor.max_attempts_without_progress`; until then this variable sets it.
+# back: an epoch longer than the time limit would otherwise requeue forever. The spec's
+# `executor.max_attempts_without_progress` sets it; this variable is the default without one.
 MAX_ATTEMPTS_ENV = "MNISTSWEEP_MAX_ATTEMPTS_WITHOUT_PROGRESS"
 DEFAULT_MAX_ATTEMPTS_WITHOUT_PROGRESS = 3
 # submitit's own count of time limits (`max_num_timeout`, 3 by default) would end a job that is
@@ -99,6 +99,24 @@ class CellBatch(submitit.helpers.Checkpointable):
             )
             return None
         return DelayedSubmission(self, sweep_dir, cells, data_dir, concurrent)
+
+
+def submit_batch(
+    executor: submitit.Executor,
+    options: ExecutorOptions,
+    sweep_dir: Path,
+    batch: list[Cell],
+    data_dir: Path | None,
+) -> submitit.Job[list[dict[str, str]]]:
+    """The one place a job is made: every backend submits the same CellBatch call (absolute
+    paths: a SLURM job runs in the code snapshot's folder)."""
+    return executor.submit(
+        CellBatch(options.max_attempts_without_progress),
+        str(sweep_dir.absolute()),
+        batch,
+        str(data_dir.absolute()) if data_dir else None,
+        options.concurrent_cells,
+    )
 
 
 class DelayedSubmission(submitit.helpers.DelayedSubmission):

@@ -1,8 +1,9 @@
-"""Running a sweep's batches on this machine through submitit's local executor: the same
-`CellBatch` as on SLURM, at most `local_parallel` jobs at once, every GPU passed on."""
+"""The local backend: a sweep's batches on this machine through submitit's local executor, the
+same `CellBatch` as on SLURM, at most `local_parallel` jobs at once, every GPU passed on."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -13,13 +14,47 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistsweep.execute.job import CellBatch
+from mnistsweep.execute.backend import Backend, LaunchOutcome
 from mnistsweep.sweep.layout import SweepLayout
 
 if TYPE_CHECKING:
     import submitit
 
+    from mnistsweep.execute.launch import LaunchSession
     from mnistsweep.execute.plan import Plan
+    from mnistsweep.sweep.spec import Spec
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def cells_per_job(self, spec: Spec, todo: int) -> int:
+        """One job per parallel slot: each imports Keras once."""
+        return spec.executor.cells_per_job or max(1, math.ceil(todo / spec.executor.local_parallel))
+
+    def launch(self, session: LaunchSession) -> LaunchOutcome:
+        data_dir = session.request.data_dir
+        with session.planned() as plan:
+            if plan.todo:
+                start(plan, data_dir)
+        if not plan.todo:
+            return LaunchOutcome(plan)
+        run_local(plan, data_dir, session.events.watch(plan, plan.todo, detached=False))
+        return session.ended(plan, plan.todo)
+
+
+def start(plan: Plan, data_dir: Path | None) -> None:
+    """Under the launch lock: check the data, record the spec, set retried failures aside."""
+    from mnistsweep.execute import plan as planning
+    from mnistsweep.sweep import guard
+    from mnistsweep.train import data
+
+    data.load(data_dir)  # fail here, not in every job, when the data is missing
+    guard.record_spec(SweepLayout(plan.sweep_dir), plan.spec)
+    for cell in plan.todo:
+        if cell.id in plan.retried:
+            planning.archive_failure(plan, cell)
+
 
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would kill real trainings
 POLL_SECONDS = 0.5
@@ -69,24 +104,20 @@ def run_local(
     plan: Plan, data_dir: Path | None, progress: Callable[[], object]
 ) -> list[submitit.Job[Any]]:
     """Run the batches as local submitit jobs, at most `local_parallel` at once."""
+    from mnistsweep.execute.job import submit_batch
+
     executor = make_local_executor(plan)
     layout = SweepLayout(plan.sweep_dir)
     waiting = list(plan.batches)
     running: list[submitit.Job[Any]] = []
     finished: list[submitit.Job[Any]] = []
-    sweep_dir = str(plan.sweep_dir.absolute())
-    data = str(data_dir.absolute()) if data_dir else None
     try:
         while waiting or running:
             while waiting and len(running) < plan.spec.executor.local_parallel:
                 batch = waiting.pop(0)
                 with stderr_into(layout.local_controller_log):
-                    job = executor.submit(
-                        CellBatch(plan.spec.executor.max_attempts_without_progress),
-                        sweep_dir,
-                        batch,
-                        data,
-                        plan.spec.executor.concurrent_cells,
+                    job = submit_batch(
+                        executor, plan.spec.executor, plan.sweep_dir, batch, data_dir
                     )
                 running.append(job)
             progress()

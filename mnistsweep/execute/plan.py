@@ -1,15 +1,14 @@
 """Which cells of a sweep a launch trains, and how they are packed into jobs.
 
-Planning is separate from submitting (execute.slurm, execute.local), so `--dry-run` shows
-exactly what a real launch would do. A cell's state comes from sweep.state: final and failed
-cells are kept, cells that a queued or running job (or another process) covers are left to it.
+Planning is separate from running (the backends: execute.local, execute.slurm_backend), so
+`--dry-run` shows exactly what a real launch would do. A cell's state comes from sweep.state:
+final and failed cells are kept, cells that a queued or running job (or another process) covers
+are left to it.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistsweep.errors import MnistsweepError
+from mnistsweep.execute.backend import Backend
 from mnistsweep.sweep import guard
 from mnistsweep.sweep import state as cell_state
 from mnistsweep.sweep.layout import SweepLayout
@@ -29,7 +29,7 @@ NOT_SELECTED = "not selected"
 @dataclass(frozen=True)
 class Plan:
     spec: Spec
-    backend: str
+    backend: Backend
     sweep_dir: Path
     # cell id -> a CellState value (completed, diverged, failed, queued, training, requeued),
     # "todo" or "not selected"
@@ -53,14 +53,6 @@ class Plan:
         for job_id in self.covering.values():
             jobs[job_id] = jobs.get(job_id, 0) + 1
         return jobs
-
-
-def resolve_backend(requested: str) -> str:
-    if requested == "auto":
-        return "slurm" if shutil.which("sbatch") else "local"
-    if requested == "slurm" and not shutil.which("sbatch"):
-        raise MnistsweepError("executor slurm: `sbatch` is not on PATH; use --executor local")
-    return requested
 
 
 def parse_only(spec: Spec, selections: Sequence[str]) -> dict[str, list[Any]]:
@@ -106,13 +98,16 @@ def parse_only(spec: Spec, selections: Sequence[str]) -> dict[str, list[Any]]:
 def plan_launch(
     spec: Spec,
     results_dir: Path,
-    backend: str,
+    backend: Backend | str,
     retry_failed: bool = False,
     only: Mapping[str, Sequence[Any]] | None = None,
 ) -> Plan:
     """Which cells need training ("todo"); with `only`, the other cells are left out of this
     launch ("not selected") and stay for a later one. Cells with a live job are left to it."""
-    backend = resolve_backend(backend)
+    if isinstance(backend, str):
+        from mnistsweep.execute.backends import resolve
+
+        backend = resolve(backend)
     layout = SweepLayout.of(results_dir, spec.name)
     guard.check_same_spec(layout, spec)
     cells = spec.cells()
@@ -137,7 +132,7 @@ def plan_launch(
             todo.append(cell)
             if failed or state is cell_state.CellState.DAMAGED:  # its record is kept aside
                 retried.add(cell.id)
-    batches = pack(todo, cells_per_job(spec, backend, len(todo)))
+    batches = pack(todo, backend.cells_per_job(spec, len(todo)))
     peaks = peak_rss_by_arch(views.values())
     return Plan(spec, backend, layout.root, statuses, batches, frozenset(retried), covering, peaks)
 
@@ -200,13 +195,6 @@ def run_folders(layout: SweepLayout) -> set[str]:
         return set(os.listdir(layout.runs))
     except (FileNotFoundError, NotADirectoryError):
         return set()
-
-
-def cells_per_job(spec: Spec, backend: str, todo: int) -> int:
-    """SLURM: as the spec says. Local: one job per parallel slot (each imports Keras once)."""
-    if spec.executor.cells_per_job is not None or backend == "slurm":
-        return spec.executor.cells_per_job or 1
-    return max(1, math.ceil(todo / spec.executor.local_parallel))
 
 
 def pack(cells: Sequence[Cell], size: int) -> list[list[Cell]]:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import SweepLayout
@@ -215,18 +214,23 @@ class SweepStatus:
 
 def sweep_status(sweep_dir: Path) -> SweepStatus:
     """Each cell's truth from its folder and its latest job, in one scheduler round."""
-    from mnistsweep.sweep.guard import recorded_cells
+    from mnistsweep.sweep import identity
+    from mnistsweep.sweep.guard import read_record, recorded_cells
 
     cells = recorded_cells(sweep_dir)
+    foreign = identity.foreign_runs(read_record(sweep_dir), sweep_dir)
     jobs = load_jobs(sweep_dir)
     owners = jobs.owners
     scheduler = observe(owners.values())
     layout = SweepLayout(sweep_dir)
     rows, warnings = [], [*jobs.problems, *scheduler.problems]
+    warnings += [identity.warning(foreign)] if foreign else []
+    foreign_names = {item.name for item in foreign}
     for cell in cells:
         cell_id = cell.id  # a hash: computed once
         job_id = owners.get(cell_id)
         view = derive(layout.run(cell), scheduler.job(job_id) if job_id else None)
+        view = identity.unless_foreign(view, cell, foreign_names)
         warnings += view.problems
         rows.append(CellRow(cell, view, jobs.jobs_of(cell_id)))
     return SweepStatus(rows, warnings, scheduler.calls)
@@ -242,9 +246,8 @@ def task_logs(sweep_dir: Path, job_ids: Iterable[str]) -> list[Path]:
 # --- acting on the jobs -------------------------------------------------------------------------
 
 
-def wait(jobs: list[Any], cells_finished: Callable[[], bool]) -> None:
+def wait(job_ids: Sequence[str], cells_finished: Callable[[], bool]) -> None:
     """Stay until every cell has a result or every task has ended, polling every few seconds."""
-    job_ids = [str(job.job_id) for job in jobs]
     while not cells_finished():
         states = sacct_states(job_ids)
         if job_ids and all(states.get(job_id) in ENDED_STATES for job_id in job_ids):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.execute.job import CellBatch
+from mnistsweep.execute.job import submit_batch
 from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import FIRST_CLASS_OPTIONS, OPTION_NAME, OWNED_OPTIONS, Cell
@@ -227,16 +227,13 @@ def submit_chunk(
     """One sbatch call: an array for several batches, a plain job for one (as submitit does)."""
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
-    sweep_dir = str(plan.sweep_dir.absolute())  # the job runs in the snapshot folder
-    data = str(data_dir.absolute()) if data_dir else None
-    concurrent = plan.spec.executor.concurrent_cells
-    patience = plan.spec.executor.max_attempts_without_progress
     jobs: list[submitit.Job[Any]] = []
     try:
         with quiet_submitit(), executor.batch():
             for batch in chunk:
-                job = executor.submit(CellBatch(patience), sweep_dir, batch, data, concurrent)
-                jobs.append(job)
+                jobs.append(
+                    submit_batch(executor, plan.spec.executor, plan.sweep_dir, batch, data_dir)
+                )
     except (FailedJobError, FailedSubmissionError, OSError) as error:
         raise SubmissionRefused(
             f"sbatch refused the sweep {plan.spec.name}: {sbatch_reason(error)}"

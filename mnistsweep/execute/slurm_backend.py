@@ -1,0 +1,132 @@
+"""The SLURM backend: submission rounds that fit the cluster's limits, then (with --wait) the
+wait for every job. Submitting is execute.slurm; seeing the jobs is execute.scheduler. Imported
+on a local dry run too, so submitit loads only once SLURM is used."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnistsweep.execute.backend import Backend, LaunchOutcome
+
+if TYPE_CHECKING:
+    from mnistsweep.execute.launch import LaunchSession
+    from mnistsweep.execute.limits import ClusterLimits
+    from mnistsweep.execute.plan import Plan
+    from mnistsweep.sweep.spec import Spec
+
+NO_LIMIT = 10**9  # room in a queue whose limits are unknown
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return None if shutil.which("sbatch") else "`sbatch` is not on PATH"
+
+    def cells_per_job(self, spec: Spec, todo: int) -> int:
+        """As the spec says; one by default, so a time limit or a failure costs one cell."""
+        return spec.executor.cells_per_job or 1
+
+    def launch(self, session: LaunchSession) -> LaunchOutcome:
+        """Submit what the queue has room for; with --wait, the rest as room frees (each round
+        plans again under the lock), then wait for every cell."""
+        from mnistsweep.execute import limits, scheduler
+
+        request, events = session.request, session.events
+        with session.planned() as plan:
+            if plan.todo:
+                warning = memory_warning(plan)
+                if warning:
+                    events.say(warning)
+            cluster = limits.read_limits(plan.spec.executor.slurm.qos)
+            job_ids, left = submit_round(session, plan, cluster)
+        waited_for = (*plan.todo, *(c for c in plan.spec.cells() if c.id in plan.covering))
+        job_ids = [*sorted(set(plan.covering.values()) - {""}), *job_ids]
+        while left and request.wait:
+            events.say(f"waiting for room in the queue for {left} more job(s)")
+            while not limits.room_now(cluster):
+                time.sleep(scheduler.POLL_SECONDS)
+            with session.planned(announce=False) as again:
+                submitted, left = submit_round(session, again, cluster)
+            job_ids += submitted
+        if left or not waited_for or not request.wait:
+            return LaunchOutcome(plan, waited_for, None, left, cluster.describe())
+        scheduler.wait(job_ids, events.watch(plan, waited_for, detached=True))
+        return session.ended(plan, waited_for)
+
+    def dry_run(self, plan: Plan, data_dir: Path | None) -> list[str]:
+        """The memory warning, the queue's room, and the first sbatch script exactly."""
+        from mnistsweep.execute import limits, slurm
+
+        if not plan.batches:
+            return []
+        warning = memory_warning(plan)
+        lines = [warning] if warning else []
+        cluster = limits.read_limits(plan.spec.executor.slurm.qos)
+        room = limits.room_now(cluster)
+        jobs = len(plan.batches)
+        first = min(jobs, cluster.max_array_size or jobs, NO_LIMIT if room is None else room)
+        if room is not None and room < jobs:
+            lines.append(f"the queue has room for {room} of the {jobs} jobs now")
+        lines.append(f"\nsbatch script of the first submission ({first} job(s)):\n")
+        lines.append(slurm.render_script(plan, data_dir, max(1, first)))
+        return lines
+
+
+def memory_warning(plan: Plan) -> str | None:
+    from mnistsweep.execute import slurm
+
+    warning = slurm.memory_warning(plan)
+    return f"warning: {warning}" if warning else None
+
+
+def submit_round(
+    session: LaunchSession, plan: Plan, cluster: ClusterLimits
+) -> tuple[list[str], int]:
+    """Submit the planned batches the queue has room for; (job ids, batches left over). Failed
+    cells to retry are set aside first, and put back when sbatch refuses them."""
+    from mnistsweep.execute import limits, slurm
+    from mnistsweep.execute import plan as planning
+    from mnistsweep.sweep import guard
+    from mnistsweep.sweep.layout import SweepLayout
+    from mnistsweep.train import data
+
+    if not plan.todo:
+        return [], 0
+    data_dir = session.request.data_dir
+    data.load(data_dir)  # fail here, not in every job, when the data is missing
+    room = limits.room_now(cluster)
+    batches = plan.batches if room is None else plan.batches[:room]
+    if not batches:
+        return [], len(plan.batches)
+    retried = [cell for batch in batches for cell in batch if cell.id in plan.retried]
+    set_aside = [planning.archive_failure(plan, cell) for cell in retried]
+    try:
+        submission = slurm.submit(plan, data_dir, batches, cluster.max_array_size)
+    except slurm.SubmissionRefused as refused:
+        sent = {cell.id for batch in batches[: len(refused.submitted)] for cell in batch}
+        planning.restore_failures(
+            moved
+            for cell, moves in zip(retried, set_aside, strict=True)
+            if cell.id not in sent
+            for moved in moves
+        )
+        if refused.submitted:
+            guard.record_spec(SweepLayout(plan.sweep_dir), plan.spec)
+            raise slurm.SubmissionRefused(
+                f"{refused}; {len(refused.submitted)} job(s) went out before and are recorded: "
+                "launch again to submit the rest"
+            ) from None
+        raise
+    guard.record_spec(SweepLayout(plan.sweep_dir), plan.spec)  # only once jobs went out
+    cells = sum(len(batch) for batch in submission.batches)
+    arrays = submission.arrays
+    session.events.say(
+        f"submitted {cells} cells in {len(submission.jobs)} job(s) as {len(arrays)} "
+        f"array(s): {', '.join(arrays)}"
+    )
+    return [str(job.job_id) for job in submission.jobs], len(plan.batches) - len(batches)
