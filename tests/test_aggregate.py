@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from fake_sweeps import cell_with, record_sweep, result_of, run_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,34 +16,31 @@ from mnistsweep.analysis import runs as sweep_runs
 from mnistsweep.analysis import tables
 from mnistsweep.sweep.layout import SweepLayout
 
+GRID = {"arch": ["linear", "mlp"], "seed": [0, 1, 2, 9]}
+
 
 def fake_run(
     sweep_dir: Path,
-    name: str,
     config: dict,
     test_accuracy: float,
     val_accuracy: float,
     status: str = "completed",
-) -> None:
+) -> Path:
+    """A result of the recorded sweep's cell with these config values (recorded if need be)."""
+    cell = cell_with(record_sweep(sweep_dir, GRID), **config)
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "best_val_accuracy": val_accuracy,
+        "test_loss": 0.1,
+        "best_val_loss": 0.1,
+        "best_epoch": 1,
+        "epochs_run": 2,
+    }
+    run = run_of(sweep_dir, cell)
     fsio.write_json(
-        SweepLayout(sweep_dir).run_named(name).result,
-        {
-            "status": status,
-            "cell_id": name,
-            "cell_name": name,
-            "axes": list(config),
-            "config": config,
-            "metrics": {
-                "test_accuracy": test_accuracy,
-                "best_val_accuracy": val_accuracy,
-                "test_loss": 0.1,
-                "best_val_loss": 0.1,
-                "best_epoch": 1,
-                "epochs_run": 2,
-            },
-            "timing": {"total_seconds": 10.0},
-        },
+        run.result, result_of(cell, status=status, metrics=metrics, timing={"total_seconds": 10.0})
     )
+    return run.root
 
 
 @pytest.fixture
@@ -56,25 +54,18 @@ def sweep(tmp_path) -> Path:
         ("linear", 1): (0.90, 0.92),
     }
     for (arch, seed), (test, val) in accuracies.items():
-        fake_run(
-            sweep_dir, f"{arch}-{seed}", {"arch": arch, "seed": seed, "dropout": None}, test, val
-        )
-    fake_run(sweep_dir, "mlp-9", {"arch": "mlp", "seed": 9, "dropout": None}, 0.0, 0.0, "failed")
-    (sweep_dir / "runs" / "broken").mkdir()
-    (sweep_dir / "runs" / "broken" / "result.json").write_text('{"status": "compl')
-    (sweep_dir / "runs" / "unfinished").mkdir()
-    fsio.write_json(
-        SweepLayout(sweep_dir).record,
-        {
-            "name": "s",
-            "axes": ["arch", "seed"],
-            "grid": {"arch": ["linear", "mlp"], "seed": [0, 1, 2, 9]},
-            "train": {},
-            "fingerprint": "x",
-            "cells": 8,
-        },
-    )
+        fake_run(sweep_dir, {"arch": arch, "seed": seed}, test, val)
+    fake_run(sweep_dir, {"arch": "mlp", "seed": 9}, 0.0, 0.0, "failed")
+    cells = record_sweep(sweep_dir, GRID)
+    broken = run_of(sweep_dir, cell_with(cells, arch="linear", seed=2))
+    broken.create()
+    broken.result.write_text('{"status": "compl')
+    run_of(sweep_dir, cell_with(cells, arch="linear", seed=9)).create()  # unfinished
     return sweep_dir
+
+
+def folder(sweep_dir: Path, **config) -> Path:
+    return run_of(sweep_dir, cell_with(record_sweep(sweep_dir, GRID), **config)).root
 
 
 def test_table_groups_every_axis_but_seed_with_n_mean_std(sweep):
@@ -95,17 +86,20 @@ def test_table_groups_every_axis_but_seed_with_n_mean_std(sweep):
 def test_broken_and_unfinished_runs_are_reported_and_skipped(sweep):
     runs = sweep_runs.load_runs(sweep)
     assert len(runs.frame) == 6
-    broken = [problem for problem in runs.problems if "broken" in problem]
+    broken_folder = folder(sweep, arch="linear", seed=2)
+    broken = [problem for problem in runs.problems if broken_folder.name in problem]
     assert len(broken) == 1  # one line naming the file and what is wrong with it
-    assert broken[0].startswith(f"{sweep / 'runs' / 'broken' / 'result.json'}: not JSON (")
+    assert broken[0].startswith(f"{broken_folder / 'result.json'}: not JSON (")
     assert broken[0].endswith("(skipped)")
-    assert any("unfinished: no result.json yet" in p for p in runs.problems)
+    unfinished = folder(sweep, arch="linear", seed=9).name
+    assert any(f"{unfinished}: no result.json yet" in p for p in runs.problems)
 
 
 def test_aggregate_command_prints_table_and_writes_csv(sweep, capsys):
     assert main(["aggregate", str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "| mlp" in out and "broken/result.json: not JSON" in out
+    broken = folder(sweep, arch="linear", seed=2).name
+    assert "| mlp" in out and f"{broken}/result.json: not JSON" in out
     table = pd.read_csv(sweep / "summary.csv")
     assert list(table["n"]) == [3, 2]
 
@@ -155,22 +149,21 @@ def test_a_result_of_any_wrong_shape_is_one_warning_never_a_traceback(
     tmp_path_factory: pytest.TempPathFactory, content: Any
 ) -> None:
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    fake_run(sweep_dir, "good", {"arch": "mlp", "seed": 0}, 0.9, 0.9)
-    odd = SweepLayout(sweep_dir).run_named("odd").result
+    good = fake_run(sweep_dir, {"arch": "mlp", "seed": 0}, 0.9, 0.9)
+    odd_folder = folder(sweep_dir, arch="mlp", seed=1)
+    odd = SweepLayout(sweep_dir).run_named(odd_folder.name).result
     fsio.write_text(odd, json.dumps(content))
     runs = sweep_runs.load_runs(sweep_dir)
     names = [Path(str(path)).name for path in runs.frame["run_dir"]]
-    if "odd" in names:  # by chance a valid record: then it is a row like any other
-        assert runs.problems == []
-    else:
-        assert names == ["good"]
-        assert len(runs.problems) == 1 and runs.problems[0].startswith(f"{odd}: ")
-        assert "\n" not in runs.problems[0]
+    assert names == [good.name]  # by chance a valid record: still not the cell's, not counted
+    assert len(runs.problems) == 1 and "\n" not in runs.problems[0]
+    assert runs.problems[0].startswith(f"{odd}: ") or (
+        "foreign" in runs.problems[0] and odd_folder.name in runs.problems[0]
+    )
 
 
 def test_the_trainers_timing_fields_become_columns(tmp_path):
-    fake_run(tmp_path, "timed", {"arch": "mlp", "seed": 0}, 0.9, 0.9)
-    result = SweepLayout(tmp_path).run_named("timed").result
+    result = fake_run(tmp_path, {"arch": "mlp", "seed": 0}, 0.9, 0.9) / "result.json"
     content = json.loads(result.read_text())
     content["timing"].update(first_epoch_seconds=9.5, steady_epoch_seconds=0.7, peak_rss_mb=812.0)
     fsio.write_json(result, content)
@@ -183,4 +176,5 @@ def test_a_warning_with_brackets_is_printed_as_text(sweep, capsys):
     odd = SweepLayout(sweep).run_named("[bold]odd[red]").result
     fsio.write_text(odd, "[not json")
     assert main(["aggregate", str(sweep)]) == 0
-    assert "[bold]odd[red]/result.json: not JSON" in capsys.readouterr().out
+    assert "1 foreign run folder(s)" in (out := capsys.readouterr().out)
+    assert "[bold]odd[red] (not the folder of a cell" in out

@@ -5,6 +5,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import fake_sweeps
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,22 +19,20 @@ from mnistsweep.sweep.layout import SweepLayout
 VAL_SIZE, TEST_SIZE = 6000, 10000
 
 
-def make_sweep(root: Path, name: str = "small", runs_count: int = 4, fingerprint: str = "f1"):
+def make_sweep(root: Path, name: str = "small", runs_count: int = 4, learning_rate: float = 1e-3):
+    """A recorded sweep of `runs_count` real cells (arch alternating, seed = index), each run."""
     layout = SweepLayout(root / name)
-    record = records.SweepRecord(
-        name=name, axes=["arch", "seed"], fingerprint=fingerprint, cells=runs_count
-    )
-    records.write(layout.record, record)
+    blocks = [{"arch": [["linear", "mlp"][i % 2]], "seed": [i]} for i in range(runs_count)]
+    cells = fake_sweeps.record_sweep(layout.root, blocks, learning_rate=learning_rate)
     layout.spec_copy.write_text(f"name: {name}\n")
     generator = np.random.default_rng(0)
-    for index in range(runs_count):
-        arch = ["linear", "mlp"][index % 2]
-        run = layout.run_named(f"arch={arch},seed={index}--{index:012d}")
+    for index, cell in enumerate(cells):
+        run = layout.run(cell)
         result = records.RunResult(
             status="completed",
-            cell_id=f"{index:012d}",
-            cell_name=f"arch={arch},seed={index}",
-            config={"arch": arch, "seed": index, "dropout": None},
+            cell_id=cell.id,
+            cell_name=cell.name,
+            config=dict(cell.config),
             metrics=records.RunMetrics(
                 test_accuracy=0.9 + index / 100,
                 best_val_accuracy=0.91 + index / 100,
@@ -133,8 +132,8 @@ def test_the_command_line_archives_and_extracts(tmp_path, capsys):
 
 
 def test_extracting_over_another_specs_sweep_is_refused(tmp_path, capsys):
-    path = archive.archive(make_sweep(tmp_path / "a", fingerprint="first").root)
-    other = make_sweep(tmp_path / "b", fingerprint="second")
+    path = archive.archive(make_sweep(tmp_path / "a", learning_rate=0.001).root)
+    other = make_sweep(tmp_path / "b", learning_rate=0.01)
     before = other.record.read_text()
     assert main(["archive", "--extract", str(path), "--results-dir", str(tmp_path / "b")]) == 2
     assert "another spec" in capsys.readouterr().err

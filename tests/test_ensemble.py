@@ -78,7 +78,14 @@ WRONG_TEST = [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
 
 
 def runs_of(sweep_dir: Path) -> pd.DataFrame:
-    return runs.load_runs(sweep_dir).frame
+    """The ensemble's input: a row per run folder written here (these folders have no spec, so
+    not `runs.load_runs`, which counts only a recorded sweep's own cells)."""
+    rows = []
+    for run in SweepLayout(sweep_dir).run_folders():
+        result = records.read(records.RunResult, run.result)
+        if result is not None:
+            rows.append(runs.flatten(result, run))
+    return pd.DataFrame(rows)
 
 
 def find(sweep_dir: Path, top_k: int = 4, labels: ensemble.Labels = LABELS):

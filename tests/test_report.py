@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_sweeps
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,14 +59,19 @@ def table_runs(tmp_path) -> pd.DataFrame:
         ("linear", "raw", 0): (0.90, 0.91, 1),
         ("linear", "standardize", 0): (0.92, 0.93, 1),
     }
+    grid = {"arch": ["linear", "mlp"], "normalization": ["raw", "standardize"], "seed": [0, 1, 2]}
+    cells = fake_sweeps.record_sweep(tmp_path, grid, epochs=3)
     for (arch, normalization, seed), (test, val, best_epoch) in accuracies.items():
-        config = {"arch": arch, "normalization": normalization, "seed": seed}
+        cell = fake_sweeps.cell_with(cells, arch=arch, normalization=normalization, seed=seed)
+        run = fake_sweeps.run_of(tmp_path, cell)
         write_result(
-            tmp_path / "runs" / f"{arch}-{normalization}-{seed}",
-            config,
+            run.root,
+            dict(cell.config),
             test,
             val,
             best_epoch=best_epoch,
+            cell_id=cell.id,
+            cell_name=cell.name,
         )
     return runs.load_runs(tmp_path).frame
 

@@ -2,7 +2,9 @@
 
 Each `result.json` is read through `sweep.records` (validated on the way in). A run folder whose
 result is missing (still running, or killed) or damaged is one line in `problems` naming the file
-and what is wrong, and is skipped: one broken run never stops a report of the others.
+and what is wrong, and is skipped: one broken run never stops a report of the others. A run
+folder that is not this sweep's (`sweep.identity`: copied in, renamed, edited) is never counted:
+the foreign folders are one line in `problems`.
 
 A null config value means "the tutorial's own setting" (dropout: the tutorial's rates); every
 table shows it as the one word `default` (`DEFAULT`), never as "None".
@@ -16,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from mnistsweep.sweep import records
+from mnistsweep.sweep import guard, identity, records
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
 DEFAULT = "default"  # how a null config value (the tutorial's own setting) reads in tables
@@ -39,8 +41,14 @@ class SweepRuns:
 
 
 def load_runs(sweep_dir: Path) -> SweepRuns:
-    rows, problems = [], []
+    """The sweep's own runs; a folder without a readable sweep.json is a MnistsweepError."""
+    owner = identity.SweepIdentity.of(guard.read_record(sweep_dir))
+    rows, problems, foreign = [], [], []
     for run in SweepLayout(sweep_dir).run_folders():
+        stranger = owner.check(run.root)
+        if stranger is not None:
+            foreign.append(stranger)
+            continue
         try:
             result = records.read(records.RunResult, run.result)
         except records.DamagedRecord as error:
@@ -50,6 +58,8 @@ def load_runs(sweep_dir: Path) -> SweepRuns:
             problems.append(f"{run.root.name}: no result.json yet (skipped)")
             continue
         rows.append(flatten(result, run))
+    if foreign:
+        problems.append(printable(identity.warning(foreign)))
     return SweepRuns(pd.DataFrame(rows), problems)
 
 

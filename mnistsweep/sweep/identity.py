@@ -90,7 +90,7 @@ def _identity(record_json: str) -> SweepIdentity:
     """Cells from the record's own grid and train settings (never from an editable spec.yaml),
     computed once per record: an archive checks each of its members against the same one."""
     record = records.SweepRecord.model_validate_json(record_json)
-    document = {"name": record.name, "grid": record.grid, "train": record.train}
+    document = {"name": "recorded", "grid": record.grid, "train": record.train}  # name: no cell
     try:
         spec = parse_spec(document, Path("sweep.json"), allow_large=True)
     except MnistsweepError as error:
