@@ -27,6 +27,7 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
+from fake_sweeps import record_sweep, run_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import VALID_TRAIN_VALUES
@@ -259,12 +260,14 @@ def test_a_kill_between_checkpoint_and_state_leaves_a_consistent_resume_point(
 # --- 2. SIGKILL while writing: a file is absent or complete, never half written ----------------
 
 JSON_WRITER = """
+import json
 import os
 import sys
 from pathlib import Path
 from mnistsweep.fsio import write_json
 
 target, payload = Path(sys.argv[1]), list(range(int(sys.argv[2])))
+identity = json.loads(sys.argv[3])  # the cell's id, name and config
 for _ in sys.stdin:  # each line: fork one more writer, say its pid, reap it once killed
     writer = os.fork()
     if writer == 0:
@@ -272,7 +275,7 @@ for _ in sys.stdin:  # each line: fork one more writer, say its pid, reap it onc
         while True:
             generation += 1
             record = {
-                "status": "completed", "cell_id": "c", "cell_name": "c", "config": {},
+                "status": "completed", **identity,
                 "metrics": {"test_accuracy": 0.9, "best_val_accuracy": 0.9},
                 "generation": generation, "payload": payload,
             }
@@ -304,12 +307,15 @@ def test_atomic_json_writes_leave_no_half_written_file_under_sigkill(tmp_path):
     """30 writers killed at random moments: result.json is always absent or one whole version,
     and the temporaries the kills leave behind are never read as results."""
     sweep_dir = tmp_path / "sweep"
-    target = sweep_dir / "runs" / "cell--0123456789ab" / "result.json"
+    cell, other = record_sweep(sweep_dir, {"seed": [0, 1]})
+    target = run_of(sweep_dir, cell).result
+    identity = {"cell_id": cell.id, "cell_name": cell.name, "config": dict(cell.config)}
     generator = random.Random(6)
     complete_seen = 0
     # Writers forked from one process that imported fsio once: 30 kills in seconds, not 30
     # interpreter start-ups.
-    forker = start_writer(JSON_WRITER, str(target), str(JSON_PAYLOAD_SIZE))
+    target.parent.mkdir(parents=True)
+    forker = start_writer(JSON_WRITER, str(target), str(JSON_PAYLOAD_SIZE), json.dumps(identity))
     writer: int | None = None  # a writer not yet reaped: its pid cannot belong to another process
     try:
         for _ in range(JSON_KILLS):
@@ -336,7 +342,7 @@ def test_atomic_json_writes_leave_no_half_written_file_under_sigkill(tmp_path):
     assert all(path.name.startswith(".result.json.") for path in leftovers)
 
     # A run killed before its first result.json holds only a temporary: not a result either.
-    unfinished = sweep_dir / "runs" / "other--ba9876543210"
+    unfinished = run_of(sweep_dir, other).root
     unfinished.mkdir()
     os.replace(leftovers[0], unfinished / leftovers[0].name)
     runs = sweep_runs.load_runs(sweep_dir)
