@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_sweeps import record_sweep, result_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,14 +22,7 @@ from mnistsweep.sweep import records, state
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
 from mnistsweep.train import prepare
 
-RESULT = {
-    "status": "completed",
-    "cell_id": "abc",
-    "cell_name": "arch=linear",
-    "axes": ["arch"],
-    "config": {"arch": "linear"},
-    "metrics": {"test_accuracy": 0.9, "best_val_accuracy": 0.9, "epochs_run": 1},
-}
+METRICS = {"test_accuracy": 0.9, "best_val_accuracy": 0.9, "epochs_run": 1}
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -45,9 +39,9 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def sweep_with_fifo(tmp_path: Path, where: str) -> Path:
     layout = SweepLayout(tmp_path / "s")
-    fsio.write_json(layout.record, {"name": "s", "axes": ["arch"], "grid": {"arch": ["linear"]}})
-    run = layout.run_named("arch=linear--abc")
-    fsio.write_json(run.result, RESULT)
+    (cell,) = record_sweep(layout.root, {"arch": ["linear"]})
+    run = layout.run(cell)
+    fsio.write_json(run.result, result_of(cell, metrics=METRICS))
     target = {"result": run.result, "sweep": layout.record, "lock": run.lock}[where]
     target.unlink(missing_ok=True)
     os.mkfifo(target)
@@ -94,7 +88,8 @@ def test_a_fifo_as_the_spec_or_the_archive_is_one_error_line(tmp_path):
 
 def test_a_hardlinked_record_is_damaged_not_read(tmp_path):
     outside = tmp_path / "elsewhere.json"
-    fsio.write_json(outside, RESULT)
+    (cell,) = record_sweep(tmp_path / "s", {"arch": ["linear"]})
+    fsio.write_json(outside, result_of(cell, metrics=METRICS))
     run = RunLayout(tmp_path / "run")
     run.root.mkdir()
     os.link(outside, run.result)
@@ -161,7 +156,7 @@ def test_a_data_file_that_is_a_fifo_is_one_line(tmp_path):
 
 def archivable_sweep(tmp_path: Path) -> Path:
     layout = SweepLayout(tmp_path / "s")
-    fsio.write_json(layout.record, {"name": "s", "axes": ["arch"], "grid": {"arch": ["linear"]}})
+    record_sweep(layout.root, {"arch": ["linear"]})
     return layout.root
 
 
