@@ -56,7 +56,7 @@ def assemble(
         title=f"Sweep report: {inputs.record.name}",
         lead=sections.lead(inputs, findings, generated),
         sections=[
-            *sections.progress(inputs),
+            *sections.progress(findings),
             *sections.spec(inputs),
             *sections.configurations(inputs, findings, files),
             *sections.axis_effects(inputs, findings, files),

@@ -55,6 +55,9 @@ class Inputs:
 
 @dataclass
 class Findings:
+    # one row per cell of the recorded grid (cell, state, error), states as `status` sees them
+    # (the scheduler's view included); None when the grid's cells cannot be listed
+    cell_states: pd.DataFrame | None
     configurations: pd.DataFrame  # best validation mean first; a `block` column
     labels: list[str]  # the configurations' names (block title, varying axes), in table order
     effects: pd.DataFrame  # effects.axis_effects: matched pairs only
@@ -156,7 +159,7 @@ def analyse(inputs: Inputs) -> Findings:
         }
     labels = configuration_names(inputs, table) if len(table) else []
     found_effects = effects.axis_effects(done, inputs.grids, inputs.keys)
-    findings = Findings(table, labels, found_effects, by_label, None)
+    findings = Findings(cell_states(inputs), table, labels, found_effects, by_label, None)
     for label in labels:  # histories of every configuration: each gets its learning curves
         for run_dir in by_label.get(label, pd.DataFrame(columns=["run_dir"]))["run_dir"]:
             history = read_history(RunLayout(Path(run_dir)))
@@ -166,3 +169,19 @@ def analyse(inputs: Inputs) -> Findings:
         labels_ = ensemble.Labels(train=inputs.mnist.y_train, test=inputs.mnist.y_test)
         findings.ensembles = ensemble.find_ensembles(done, labels_, inputs.top_k)
     return findings
+
+
+def cell_states(inputs: Inputs) -> pd.DataFrame | None:
+    """Each cell's state exactly as `status` shows it: from its folder and, through one
+    scheduler round, its job (a queued SLURM cell is queued here too, not "not started")."""
+    from mnistsweep.execute import scheduler
+
+    try:
+        status = scheduler.sweep_status(inputs.layout.root)
+    except MnistsweepError:
+        return None
+    rows = [
+        {"cell": row.cell.name, "state": row.view.state.value, "error": row.view.detail or None}
+        for row in status.rows
+    ]
+    return pd.DataFrame(rows, columns=["cell", "state", "error"])

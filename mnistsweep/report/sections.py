@@ -14,7 +14,6 @@ import yaml
 from mnistsweep import fsio
 from mnistsweep.analysis import ensemble, reference
 from mnistsweep.analysis.effects import BLOCK
-from mnistsweep.errors import MnistsweepError
 from mnistsweep.report import figures, formatting, history
 from mnistsweep.report.context import Attachments, Findings, Inputs
 from mnistsweep.report.document import (
@@ -28,13 +27,21 @@ from mnistsweep.report.document import (
     paragraph,
     strong,
 )
-from mnistsweep.sweep import guard, state
+from mnistsweep.sweep import state
 from mnistsweep.sweep.layout import RunLayout
 
 EFFECTS_FILE = "axis_effects.csv"  # in the sweep folder, beside summary.csv
 MAX_CELLS_LISTED = 20
 MAX_SPEC_BYTES = 1024 * 1024
-UNFINISHED = ("not started", "queued", "training", "requeued", "interrupted", "lost")
+# The states listed cell by cell: what went wrong first, then what is still to come.
+LISTED = (
+    state.CellState.FAILED,
+    state.CellState.DAMAGED,
+    *(s for s in state.CellState if not s.is_final and not s.is_ended_badly),
+    state.CellState.LOST,
+)
+# States whose cells have their final result.json (a failure is kept as one).
+WITH_RESULT = [s.value for s in state.CellState if s.is_final or s is state.CellState.FAILED]
 
 
 # --- the first lines: the headline ensemble and the best configuration ----------------------------
@@ -76,9 +83,9 @@ def lead(inputs: Inputs, findings: Findings, generated: str) -> list[Block]:
 # --- what is finished, what is missing ------------------------------------------------------------
 
 
-def progress(inputs: Inputs) -> list[Section]:
+def progress(findings: Findings) -> list[Section]:
     section = Section("Progress")
-    states = cell_states(inputs)
+    states = findings.cell_states
     if states is None:
         return [section.add(paragraph("The grid's cells could not be listed from sweep.json."))]
     counts = states["state"].value_counts()
@@ -86,8 +93,8 @@ def progress(inputs: Inputs) -> list[Section]:
     shown = pd.DataFrame(
         {"state": order, "cells": [str(int(counts.get(name, 0))) for name in order]}
     )
-    shown = shown[(shown["cells"] != "0") | shown["state"].isin(["completed"])]
-    unfinished = states[~states["state"].isin(["completed", "diverged", "failed"])]
+    shown = shown[(shown["cells"] != "0") | (shown["state"] == state.CellState.COMPLETED.value)]
+    unfinished = states[~states["state"].isin(WITH_RESULT)]
     if len(unfinished):
         section.add(
             note(
@@ -98,36 +105,12 @@ def progress(inputs: Inputs) -> list[Section]:
             )
         )
     section.add(formatting.table(shown))
-    for name in ("failed", "damaged", *UNFINISHED):
-        chosen = states[states["state"] == name]
+    for listed in LISTED:
+        chosen = states[states["state"] == listed.value]
         if len(chosen):
-            section.add(paragraph(strong(f"{name.capitalize()}"), f" ({len(chosen)}):"))
+            section.add(paragraph(strong(listed.value.capitalize()), f" ({len(chosen)}):"))
             section.add(cell_list(chosen))
     return [section]
-
-
-def cell_states(inputs: Inputs) -> pd.DataFrame | None:
-    """One row per cell of the recorded grid: its name, state and any error."""
-    try:
-        cells = guard.recorded_cells(inputs.layout.root)
-    except MnistsweepError:
-        return None
-    frame = inputs.runs.frame
-    known = (
-        dict(zip(frame["cell_id"], zip(frame["status"], frame["error"], strict=True), strict=True))
-        if len(frame)
-        else {}
-    )
-    rows = []
-    for cell in cells:
-        cell_id = cell.id  # a hash of the config: computed once, it shows at 10,000 cells
-        if cell_id in known:
-            status, error = known[cell_id]
-        else:
-            view = state.derive(inputs.layout.run(cell))
-            status, error = view.state.value, view.detail or None
-        rows.append({"cell": cell.name, "state": status, "error": error})
-    return pd.DataFrame(rows, columns=["cell", "state", "error"])
 
 
 def cell_list(cells: pd.DataFrame) -> Block:
