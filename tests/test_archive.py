@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from mnistsweep.__main__ import main
-from mnistsweep.analysis import archive, ensemble, runs
+from mnistsweep.analysis import archive, ensemble, extract, runs
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.sweep import records
-from mnistsweep.sweep.layout import SweepLayout
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
 VAL_SIZE, TEST_SIZE = 6000, 10000
 
@@ -64,17 +64,17 @@ def names_in(path: Path) -> list[str]:
 
 def test_the_archive_holds_results_and_leaves_models_and_event_files_out(tmp_path):
     layout = make_sweep(tmp_path / "results")
-    path = archive.archive(layout.root)
+    path = archive.archive(layout.root)[0]
     assert path == tmp_path / "results" / "small.tar.xz"
     names = names_in(path)
     assert "small/sweep.json" in names and "small/report_files/table.csv" in names
     run_files = {Path(name).name for name in names if "/runs/" in name}
     assert run_files == {"result.json", "history.json", "summary.txt"} | set(
-        archive.PROBABILITY_FILES
+        RunLayout.PROBABILITY_FILES
     )
     with_everything = archive.archive(
         layout.root, tmp_path / "all.tar.xz", with_models=True, with_tensorboard=True
-    )
+    )[0]
     names = names_in(with_everything)
     assert any(name.endswith("model.keras") for name in names)
     assert any("tfevents" in name for name in names)
@@ -83,13 +83,13 @@ def test_the_archive_holds_results_and_leaves_models_and_event_files_out(tmp_pat
 
 def test_probabilities_travel_as_float16_and_come_back_as_float32(tmp_path):
     layout = make_sweep(tmp_path / "results")
-    path = archive.archive(layout.root)
+    path = archive.archive(layout.root)[0]
     with tarfile.open(path) as bundle:
         member = next(name for name in bundle.getnames() if name.endswith("probs_test.npy"))
         stream = bundle.extractfile(member)
         assert stream is not None
         assert np.load(io.BytesIO(stream.read())).dtype == np.float16
-    extracted = archive.extract(path, tmp_path / "elsewhere")
+    extracted = extract.extract(path, tmp_path / "elsewhere")
     original = layout.run_folders()[0]
     copy = SweepLayout(extracted.sweep_dir).run_named(original.root.name)
     back = np.load(copy.test_probs)
@@ -99,8 +99,8 @@ def test_probabilities_travel_as_float16_and_come_back_as_float32(tmp_path):
 
 def test_an_extracted_sweep_gives_the_same_tables_and_ensemble(tmp_path):
     layout = make_sweep(tmp_path / "results", runs_count=6)
-    path = archive.archive(layout.root)
-    copy = archive.extract(path, tmp_path / "elsewhere").sweep_dir
+    path = archive.archive(layout.root)[0]
+    copy = extract.extract(path, tmp_path / "elsewhere").sweep_dir
     assert copy == tmp_path / "elsewhere" / "small"
     assert main(["aggregate", str(layout.root)]) == 0
     assert main(["aggregate", str(copy)]) == 0
@@ -132,7 +132,7 @@ def test_the_command_line_archives_and_extracts(tmp_path, capsys):
 
 
 def test_extracting_over_another_specs_sweep_is_refused(tmp_path, capsys):
-    path = archive.archive(make_sweep(tmp_path / "a", learning_rate=0.001).root)
+    path = archive.archive(make_sweep(tmp_path / "a", learning_rate=0.001).root)[0]
     other = make_sweep(tmp_path / "b", learning_rate=0.01)
     before = other.record.read_text()
     assert main(["archive", "--extract", str(path), "--results-dir", str(tmp_path / "b")]) == 2
@@ -142,13 +142,13 @@ def test_extracting_over_another_specs_sweep_is_refused(tmp_path, capsys):
 
 def test_extracting_over_the_same_spec_keeps_every_file_there(tmp_path):
     layout = make_sweep(tmp_path / "a")
-    path = archive.archive(layout.root)
+    path = archive.archive(layout.root)[0]
     target = make_sweep(tmp_path / "b")
     result = target.run_folders()[0].result
     result.write_text(result.read_text().replace("0.9", "0.8"))
     changed = result.read_text()
-    extracted = archive.extract(path, tmp_path / "b")
-    assert extracted.written == 0 and extracted.kept > 0
+    extracted = extract.extract(path, tmp_path / "b")
+    assert extracted.added == 0 and extracted.kept == 4
     assert result.read_text() == changed
 
 
@@ -192,16 +192,16 @@ def test_a_hostile_archive_is_refused_and_writes_nothing(tmp_path, member, why):
     path = hostile(tmp_path / "hostile.tar.xz", member)
     target = tmp_path / "target"
     with pytest.raises(MnistsweepError, match=why):
-        archive.extract(path, target)
+        extract.extract(path, target)
     assert not target.exists()
     assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/absolute.txt").exists()
 
 
 def test_an_archive_over_the_size_cap_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", 1000)
+    monkeypatch.setattr(extract, "MAX_TOTAL_BYTES", 1000)
     path = hostile(tmp_path / "big.tar.xz", file_member("x/report.md", b"0" * 5000))
     with pytest.raises(MnistsweepError, match="cap"):
-        archive.extract(path, tmp_path / "target")
+        extract.extract(path, tmp_path / "target")
     assert not (tmp_path / "target").exists()
 
 
@@ -215,6 +215,6 @@ def test_a_file_that_is_no_archive_is_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_report_regenerates_from_an_extracted_sweep(tmp_path, mnist_dir):
     layout = make_sweep(tmp_path / "results")
-    copy = archive.extract(archive.archive(layout.root), tmp_path / "elsewhere").sweep_dir
+    copy = extract.extract(archive.archive(layout.root)[0], tmp_path / "elsewhere").sweep_dir
     assert main(["report", str(copy), "--data-dir", str(mnist_dir)]) == 0
     assert SweepLayout(copy).report_html.is_file()

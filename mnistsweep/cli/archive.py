@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mnistsweep.cli.common import console, default_results_dir
@@ -30,26 +31,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_archive(args: argparse.Namespace) -> int:
-    from mnistsweep.analysis import archive  # numpy: only when the command runs
+    from mnistsweep.analysis import archive, extract  # numpy: only when the command runs
 
     if (args.sweep_dir is None) == (args.extract is None):
         raise MnistsweepError("archive: give a sweep folder to archive, or --extract FILE")
     if args.extract is not None:
-        results_dir = args.results_dir or default_results_dir()
-        extracted = archive.extract(args.extract, results_dir)
-        kept = f"; {extracted.kept} already there, kept" if extracted.kept else ""
+        extracted = extract.extract(args.extract, args.results_dir or default_results_dir())
+        kept = f"; {extracted.kept} already there, kept as they were" if extracted.kept else ""
         console.print(
-            f"extracted {extracted.written} files into {extracted.sweep_dir}{kept}; "
+            f"extracted {extracted.added} run folder(s) into {extracted.sweep_dir}{kept}; "
             f"`python -m mnistsweep report {extracted.sweep_dir}` rebuilds the report",
             markup=False,
         )
         return 0
-    written = archive.archive(
+    written, foreign = archive.archive(
         args.sweep_dir,
         args.output,
         with_models=args.with_models,
         with_tensorboard=args.with_tensorboard,
     )
+    if foreign is not None:
+        print(f"warning: {foreign}; left out of the archive", file=sys.stderr)
     size = written.stat().st_size
     console.print(f"archive: {written} ({size / 1024**2:.1f} MiB)", markup=False)
     return 0

@@ -95,6 +95,23 @@ class RunLayout:
 
     TRAINING_FILES = ("checkpoint-*.keras", "checkpoint-*.npz", "best-*.weights.h5", ".tmp-*")
 
+    # Every file a run folder holds, by what an archive does with it (the one list: a new file
+    # of a run folder goes into one of these, or a test says it is left out of archives).
+    RESULT_FILES = (  # what tables, ensembles and the report read: always archived
+        "result.json",
+        "history.json",
+        "summary.txt",
+        "error.txt",
+        "probs_val.npy",
+        "probs_test.npy",
+    )
+    PROBABILITY_FILES = ("probs_val.npy", "probs_test.npy")
+    MODEL_FILES = ("model.keras",)  # archived on request (--with-models)
+    TENSORBOARD = "tb"  # a folder of event files, archived on request (--with-tensorboard)
+    # The resume point, successive halving's hold on the cell (kept beside rungs/, which stays
+    # out too), the training's own files and failed attempts: never archived.
+    NOT_ARCHIVED = ("state.json", "stopped-early.json", ".lock", "failed-*", *TRAINING_FILES)
+
     def create(self) -> Path:
         return fsio.ensure_dir(self.root, self.sweep_root)
 
