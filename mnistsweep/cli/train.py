@@ -11,6 +11,7 @@ from mnistsweep.cli.common import add_data_dir, console, default_results_dir
 from mnistsweep.errors import MnistsweepError
 
 if TYPE_CHECKING:
+    from mnistsweep.sweep.layout import RunLayout
     from mnistsweep.sweep.spec import Cell
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     with state.training_lock(run_layout) as acquired:
         if not acquired:
             raise MnistsweepError(f"{target}: another process is training this run right now")
+        refuse_others(run_layout, cell)
         existing = state.derive(run_layout)
         if existing.result is not None or existing.state is state.CellState.DAMAGED:
             raise MnistsweepError(
@@ -61,6 +63,26 @@ def run(args: argparse.Namespace) -> int:
         markup=False,
     )
     return 0 if result["status"] == "completed" else 1
+
+
+def refuse_others(run: RunLayout, cell: Cell) -> None:
+    """A folder holding another cell's records (or a resume point nobody can read) is left as it
+    is: training there would delete its checkpoints and mix two cells' results."""
+    from mnistsweep.sweep import identity, records
+
+    other = identity.foreign_records(run, cell)
+    if other is not None:
+        raise MnistsweepError(
+            f"{run.root}: holds another cell's run ({other}; this is cell {cell.id}); it is "
+            "left as it is: choose another --out"
+        )
+    try:
+        records.read(records.RunState, run.state)
+    except records.DamagedRecord as damaged:
+        raise MnistsweepError(
+            f"{damaged}; whose resume point it is cannot be told, so it is left as it is: "
+            "choose another --out"
+        ) from None
 
 
 def choose_cell(spec_path: Path | None, cell_key: str | None, settings: list[str]) -> Cell:

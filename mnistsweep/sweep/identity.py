@@ -46,29 +46,31 @@ class SweepIdentity:
     def of(cls, record: records.SweepRecord) -> SweepIdentity:
         return _identity(record.model_dump_json())
 
-    def cell_of(self, run_dir: Path) -> Cell | None:
-        return self.cells.get(run_dir.name)
-
     def check(self, run_dir: Path) -> Foreign | None:
         """None when `run_dir` is a cell's own folder holding only that cell's records."""
         name = run_dir.name
         cell = self.cells.get(name)
         if cell is None:
             return Foreign(name, "not the folder of a cell of this sweep's spec")
-        run = RunLayout(run_dir)
-        state = readable(records.RunState, run.state)
-        if state is not None and state.cell_id != cell.id:
-            return Foreign(name, f"state.json is of cell {state.cell_id}")
-        result = readable(records.RunResult, run.result)
-        if result is None:
-            return None
-        if result.cell_id != cell.id:
-            return Foreign(name, f"result.json is of cell {result.cell_id}")
-        if result.cell_name != cell.name:
-            return Foreign(name, f"result.json names cell {result.cell_name}")
-        if not same_config(result.config, cell):
-            return Foreign(name, "result.json: its config is not the cell's")
+        reason = foreign_records(RunLayout(run_dir), cell)
+        return None if reason is None else Foreign(name, reason)
+
+
+def foreign_records(run: RunLayout, cell: Cell) -> str | None:
+    """Why the records in `run` are not `cell`'s (None when they are, or there are none)."""
+    state = readable(records.RunState, run.state)
+    if state is not None and state.cell_id != cell.id:
+        return f"state.json is of cell {state.cell_id}"
+    result = readable(records.RunResult, run.result)
+    if result is None:
         return None
+    if result.cell_id != cell.id:
+        return f"result.json is of cell {result.cell_id}"
+    if result.cell_name != cell.name:
+        return f"result.json names cell {result.cell_name}"
+    if not same_config(result.config, cell):
+        return "result.json: its config is not the cell's"
+    return None
 
 
 def readable(kind: type[R], path: Path) -> R | None:
