@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure as MatplotlibFigure
 
-from mnistsweep.analysis import effects, ensemble, runs, tables
+from mnistsweep.analysis import effects, ensemble, reference, runs, tables
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.report import document, figures
+from mnistsweep.report import document, figures, history
 from mnistsweep.report.history import History, read_history
 from mnistsweep.sweep import guard, records
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
@@ -64,6 +64,14 @@ class Findings:
     runs_by_label: dict[str, pd.DataFrame]  # completed runs of each configuration
     ensembles: ensemble.EnsembleFindings | None
     histories: dict[str, History] = field(default_factory=dict)  # by run folder
+    # configuration label -> learning curves over its seeds; -> mean (first, steady) epoch s
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)
+    epoch_seconds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    best_run: pd.Series | None = None  # the best completed run on validation
+    # the tutorials' figures beside the sweep's, and the reference rows it has no runs of
+    tutorial_table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tutorials_uncovered: list[reference.ReferenceRow] = field(default_factory=list)
+    four_models_refused: str | None = None  # why the 4-model ensemble is not comparable
 
     @property
     def best_label(self) -> str | None:
@@ -162,13 +170,55 @@ def analyse(inputs: Inputs) -> Findings:
     findings = Findings(cell_states(inputs), table, labels, found_effects, by_label, None)
     for label in labels:  # histories of every configuration: each gets its learning curves
         for run_dir in by_label.get(label, pd.DataFrame(columns=["run_dir"]))["run_dir"]:
-            history = read_history(RunLayout(Path(run_dir)))
-            if history is not None:
-                findings.histories[str(run_dir)] = history
+            past = read_history(RunLayout(Path(run_dir)))
+            if past is not None:
+                findings.histories[str(run_dir)] = past
+    no_runs = pd.DataFrame(columns=["run_dir"])
+    for label in labels:
+        found = [findings.history_of(str(d)) for d in by_label.get(label, no_runs)["run_dir"]]
+        curve = history.epoch_curves(past for past in found if past is not None)
+        if curve is not None:
+            findings.curves[label] = curve
+        findings.epoch_seconds[label] = epoch_seconds(findings, label)
+    ranked = ensemble.rank_by_validation(done)
+    findings.best_run = None if ranked.empty else ranked.iloc[0]
+    findings.tutorial_table, findings.tutorials_uncovered = reference.comparison(frame)
     if inputs.mnist is not None and not done.empty:
         labels_ = ensemble.Labels(train=inputs.mnist.y_train, test=inputs.mnist.y_test)
         findings.ensembles = ensemble.find_ensembles(done, labels_, inputs.top_k)
+        findings.four_models_refused = four_models_refused(done, findings.ensembles)
     return findings
+
+
+def epoch_seconds(findings: Findings, label: str) -> tuple[float | None, float | None]:
+    """Mean first-epoch and steady-epoch seconds over the configuration's runs."""
+    firsts, steadies = [], []
+    for _, row in findings.runs_by_label.get(label, pd.DataFrame()).iterrows():
+        past = findings.history_of(str(row["run_dir"]))
+        first = history.first_epoch_seconds(row.get("first_epoch_seconds"), past)
+        steady = history.steady_epoch_seconds(row.get("steady_epoch_seconds"), past)
+        firsts += [first] if first is not None else []
+        steadies += [steady] if steady is not None else []
+    return _mean(firsts), _mean(steadies)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def four_models_refused(done: pd.DataFrame, found: ensemble.EnsembleFindings | None) -> str | None:
+    """Why the 4-model ensemble cannot stand beside Tutorial 1's line (None: it can)."""
+    four = found.four_models if found is not None else None
+    if four is None:
+        return "no 4-model ensemble could be built"
+    subset = (
+        dict(zip(done["run_dir"], done["train_subset"], strict=True))
+        if "train_subset" in done
+        else {}
+    )
+    return reference.ensemble_comparison(
+        [m.weight for m in four.members], [subset.get(m.run_dir) for m in four.members]
+    )
 
 
 def cell_states(inputs: Inputs) -> pd.DataFrame | None:

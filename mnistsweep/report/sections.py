@@ -12,9 +12,9 @@ import pandas as pd
 import yaml
 
 from mnistsweep import fsio
-from mnistsweep.analysis import ensemble, reference
+from mnistsweep.analysis import reference
 from mnistsweep.analysis.effects import BLOCK
-from mnistsweep.report import figures, formatting, history
+from mnistsweep.report import figures, formatting
 from mnistsweep.report.context import Attachments, Findings, Inputs
 from mnistsweep.report.document import (
     Block,
@@ -199,7 +199,7 @@ def configurations(inputs: Inputs, findings: Findings, files: Attachments) -> li
         )
         if part is not found[0]:
             found.append(part)
-    best = best_run(inputs)
+    best = best_run(findings)
     if best is not None:
         section.add(best)
     return found
@@ -233,31 +233,19 @@ def display_configurations(
         for _, row in table.iterrows()
     ]
     shown["epochs to best"] = table["epochs_to_best"].map(formatting.one_decimal)
-    first, steady = zip(*(epoch_seconds(findings, label) for label in labels), strict=True)
+    first, steady = zip(
+        *(findings.epoch_seconds.get(label, (None, None)) for label in labels), strict=True
+    )
     shown["first epoch s"] = [formatting.one_decimal(value) for value in first]
     shown["steady epoch s"] = [formatting.one_decimal(value) for value in steady]
     return shown
 
 
-def epoch_seconds(findings: Findings, label: str) -> tuple[float | None, float | None]:
-    """Mean first-epoch and steady-epoch seconds over the configuration's runs."""
-    firsts, steadies = [], []
-    for _, row in findings.runs_by_label.get(label, pd.DataFrame()).iterrows():
-        past = findings.history_of(str(row["run_dir"]))
-        first = history.first_epoch_seconds(row.get("first_epoch_seconds"), past)
-        steady = history.steady_epoch_seconds(row.get("steady_epoch_seconds"), past)
-        firsts += [first] if first is not None else []
-        steadies += [steady] if steady is not None else []
-    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
-    return mean(firsts), mean(steadies)
-
-
-def best_run(inputs: Inputs) -> Block | None:
+def best_run(findings: Findings) -> Block | None:
     """The single best run on validation: where its folder and its saved model are."""
-    ranked = ensemble.rank_by_validation(inputs.completed)
-    if ranked.empty:
+    row = findings.best_run
+    if row is None:
         return None
-    row = ranked.iloc[0]
     run = RunLayout(Path(str(row["run_dir"])))
     model = (
         (" Its model (best epoch by validation loss, raw pixels in): ", code(str(run.model)), ".")
@@ -340,11 +328,8 @@ def learning_curves(inputs: Inputs, findings: Findings, files: Attachments) -> l
     blocks = table[BLOCK] if BLOCK in table else pd.Series(0, index=table.index)
     by_block: dict[int, dict[str, pd.DataFrame]] = {}
     for label, block in zip(findings.labels, blocks, strict=True):
-        runs = findings.runs_by_label.get(label, pd.DataFrame(columns=["run_dir"]))
-        found = [findings.history_of(str(run_dir)) for run_dir in runs["run_dir"]]
-        curve = history.epoch_curves(past for past in found if past is not None)
-        if curve is not None:
-            by_block.setdefault(int(block), {})[_short(inputs, label)] = curve
+        if label in findings.curves:
+            by_block.setdefault(int(block), {})[_short(inputs, label)] = findings.curves[label]
     if not by_block:
         return [section.add(paragraph("No run has a readable history.json."))]
     section.add(
@@ -372,7 +357,7 @@ def learning_curves(inputs: Inputs, findings: Findings, files: Attachments) -> l
 
 def tutorials(inputs: Inputs, findings: Findings, files: Attachments) -> list[Section]:
     section = Section("Against the tutorials' reference figures")
-    table, uncovered = reference.comparison(inputs.runs.frame)
+    table, uncovered = findings.tutorial_table, findings.tutorials_uncovered
     if table.empty:
         section.add(paragraph("No completed run matches a configuration the tutorials report."))
     else:
@@ -396,14 +381,14 @@ def tutorials(inputs: Inputs, findings: Findings, files: Attachments) -> list[Se
                 ]
             ),
         )
-    section.add(four_models(inputs, findings))
+    section.add(four_models(findings))
     if uncovered:
         names = "; ".join(row.name for row in uncovered)
         section.add(paragraph(f"Not covered by this sweep: {names}."))
     return [section]
 
 
-def four_models(inputs: Inputs, findings: Findings) -> Block:
+def four_models(findings: Findings) -> Block:
     """Tutorial 1's ensemble line, beside an ensemble built as it builds one, or why not."""
     wanted = reference.ENSEMBLE_REFERENCE
     line = (
@@ -411,19 +396,7 @@ def four_models(inputs: Inputs, findings: Findings) -> Block:
         f"{formatting.percent(wanted['test_accuracy'])}%, loss {wanted['test_loss']}. "
     )
     four = findings.ensembles.four_models if findings.ensembles is not None else None
-    done = inputs.completed
-    subset = (
-        dict(zip(done["run_dir"], done["train_subset"], strict=True))
-        if "train_subset" in done
-        else {}
-    )
-    why = (
-        reference.ensemble_comparison(
-            [m.weight for m in four.members], [subset.get(m.run_dir) for m in four.members]
-        )
-        if four
-        else None
-    )
+    why = findings.four_models_refused
     if four is None or why is not None:
         return paragraph(line, f"Not compared: no ensemble here is built that way ({why}).")
     return paragraph(
