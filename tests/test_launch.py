@@ -148,7 +148,7 @@ def test_failing_cell_is_recorded_and_the_others_go_on(tmp_path, tiny_spec, monk
     cells = load_spec(tiny_spec()).cells()
     broken = cells[1]
 
-    def fake_run_cell(cell, run_dir, data_dir):
+    def fake_run_cell(cell, run_dir, data_dir, sweep_dir=None):
         if cell.id == broken.id:
             raise MemoryError("out of memory in a convolution")
         result = records.RunResult(

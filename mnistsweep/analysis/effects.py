@@ -38,8 +38,9 @@ def matched_differences(
         others = [key for key in grid if key != axis]
         baseline = inside[inside[axis] == values[0]]
         for value in values[1:]:
+            pairing: dict[str, Any] = {"on": others} if others else {"how": "cross"}  # one axis
             paired = inside[inside[axis] == value].merge(
-                baseline, on=others, suffixes=("", "_baseline")
+                baseline, suffixes=("", "_baseline"), **pairing
             )
             found.append(
                 pd.DataFrame(

@@ -250,7 +250,8 @@ def train_or_record_failure(cell: Cell, run: RunLayout, data_dir: str | None) ->
     try:
         if cell.id in os.environ.get(FAIL_CELLS_ENV, "").split(","):
             raise RuntimeError(f"injected failure ({FAIL_CELLS_ENV})")
-        outcome = trainer.run_cell(cell, run.root, Path(data_dir) if data_dir else None)
+        data = Path(data_dir) if data_dir else None
+        outcome = trainer.run_cell(cell, run.root, data, run.sweep_root)
     except submitit.core.utils.UncompletedJobError:
         raise
     except Exception as error:  # a cell's failure must not stop the job's other cells

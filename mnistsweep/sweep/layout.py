@@ -74,6 +74,11 @@ class RunLayout:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def stopped_early(self) -> Path:
+        """Present while successive halving holds the cell at a rung (sweep/rungs.py)."""
+        return self.root / "stopped-early.json"
+
     def checkpoint_after(self, epochs_done: int) -> Path:
         return self.root / f"checkpoint-{epochs_done:04d}.keras"
 
@@ -187,6 +192,13 @@ class SweepLayout:
     def local_controller_log(self) -> Path:
         """What submitit's local job controllers print (their tasks log beside it)."""
         return self.local_submitit / "controllers.err"
+
+    def rungs(self, block: int) -> Path:
+        """Successive halving's record of one grid block: each rung's cells and decisions."""
+        return self.root / "rungs" / f"block-{block}.json"
+
+    def rungs_lock(self, block: int) -> Path:
+        return self.root / "rungs" / f"block-{block}.lock"
 
     @property
     def compile_cache(self) -> Path:

@@ -13,8 +13,9 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -370,6 +371,9 @@ class Cell:
     config: Mapping[str, Any]
     axes: tuple[str, ...]
     block: int = field(default=0, compare=False)  # the first grid block that yields it
+    # search.early_stopping, and how many cells its block has: what its rungs compare it with
+    early_stopping: EarlyStopping | None = field(default=None, compare=False)
+    block_size: int = field(default=1, compare=False)
 
     @property
     def id(self) -> str:
@@ -437,7 +441,13 @@ class Spec:
                     config = {**base, **dict(zip(plain, values, strict=True)), **drawn}
                     cell = Cell(config=config, axes=self.axes, block=block)
                     cells.setdefault(cell.id, cell)
-        return list(cells.values())
+        if self.early_stopping is None:
+            return list(cells.values())
+        sizes = Counter(cell.block for cell in cells.values())
+        return [
+            replace(cell, early_stopping=self.early_stopping, block_size=sizes[cell.block])
+            for cell in cells.values()
+        ]
 
     def results_fingerprint(self) -> str:
         """Hash of what decides results (grid and train): a spec whose fingerprint differs must

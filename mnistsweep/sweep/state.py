@@ -9,6 +9,7 @@ launch (what to train), status, the progress bar, aggregate and the report all a
 | training     | a process holds the cell's lock: epoch k of N             | leaves it        |
 | requeued     | the scheduler requeued its job; it will resume            | leaves it        |
 | interrupted  | epochs are committed, nothing runs it now (time limit...) | resumes it       |
+| stopped early| successive halving holds it at a rung (sweep/rungs.py)   | leaves it        |
 | lost         | its job ended (or vanished) with no result and no epoch   | trains it        |
 | completed    | result.json with test and validation scores               | leaves it        |
 | diverged     | the loss became NaN/inf; recorded, final                  | leaves it        |
@@ -28,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 
 from mnistsweep import fsio
-from mnistsweep.sweep import records
+from mnistsweep.sweep import records, rungs
 from mnistsweep.sweep.layout import RunLayout
 
 
@@ -38,6 +39,7 @@ class CellState(str, Enum):
     TRAINING = "training"
     REQUEUED = "requeued"
     INTERRUPTED = "interrupted"
+    STOPPED_EARLY = "stopped early"
     LOST = "lost"
     COMPLETED = "completed"
     DIVERGED = "diverged"
@@ -49,7 +51,8 @@ class CellState(str, Enum):
 
     @property
     def is_final(self) -> bool:
-        return self in (CellState.COMPLETED, CellState.DIVERGED)
+        """Nothing more to train, unless a rung promotes a cell stopped early."""
+        return self in (CellState.COMPLETED, CellState.DIVERGED, CellState.STOPPED_EARLY)
 
     @property
     def is_live(self) -> bool:
@@ -128,11 +131,26 @@ def derive(run: RunLayout, job: JobView | None = None) -> CellView:
         return CellView(CellState.TRAINING, epochs, job_id, problems=problems)
     if damaged:
         return CellView(CellState.DAMAGED, epochs, job_id, damaged, problems=problems)
+    held = _held_at_rung(run, epochs)
+    if held:
+        return CellView(CellState.STOPPED_EARLY, epochs, job_id, held, problems=problems)
     if job is None:
         started = CellState.INTERRUPTED if epochs else CellState.NOT_STARTED
         return CellView(started, epochs, problems=problems)
     state, detail = from_job(job, epochs)
     return CellView(state, epochs, job_id, detail, problems=problems)
+
+
+def _held_at_rung(run: RunLayout, epochs: int) -> str:
+    """Why successive halving holds the cell at its committed epoch, or "" when it does not (a
+    marker of another epoch is stale: a resume went past it)."""
+    try:
+        marker = rungs.stopped_at(run)
+    except records.DamagedRecord:
+        return ""
+    if marker is None or marker.rung != epochs:
+        return ""
+    return f"at epoch {marker.rung}: {marker.metric} {marker.value:.4g} not among the best"
 
 
 def from_job(job: JobView, epochs: int) -> tuple[CellState, str]:

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 
 from mnistsweep import fsio, metrics  # noqa: E402
 from mnistsweep.errors import MnistsweepError  # noqa: E402
-from mnistsweep.sweep import records  # noqa: E402
-from mnistsweep.sweep.layout import RunLayout  # noqa: E402
+from mnistsweep.sweep import records, rungs  # noqa: E402
+from mnistsweep.sweep.layout import RunLayout, SweepLayout  # noqa: E402
 from mnistsweep.sweep.spec import Cell  # noqa: E402
 from mnistsweep.train import data, models, provenance  # noqa: E402
 from mnistsweep.train.checkpoint import Checkpoints  # noqa: E402
@@ -197,13 +197,17 @@ def train_epochs(
     checkpoints: Checkpoints,
     events: EventLog,
     clock: StageClock,
+    halving: rungs.Halving | None = None,
 ) -> np.ndarray | None:
     """Fit one epoch at a time from the committed state; each epoch ends committed to disk.
-    Returns the best epoch's validation probabilities when this attempt trained that epoch."""
+    Returns the best epoch's validation probabilities when this attempt trained that epoch;
+    raises rungs.StoppedEarly when a rung of successive halving stops the cell."""
     best_val_probs = None
     pace = Pace.from_environment()
     first_epoch = state.epochs_done
     for epoch in range(first_epoch, config["epochs"]):
+        if halving is not None and not halving.goes_on(epoch, state.history):
+            raise rungs.StoppedEarly(epoch)
         started = time.perf_counter()
         order = epoch_order(config["seed"], epoch, len(split.x_train))
         with clock("train"):
@@ -253,8 +257,11 @@ def log_epoch(events: EventLog, epoch: int, values: dict[str, float]) -> None:
     )
 
 
-def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
-    """Train `cell` in `run_dir` (resuming if a checkpoint is there) and return its result."""
+def run_cell(
+    cell: Cell, run_dir: Path, data_dir: Path | None = None, sweep_dir: Path | None = None
+) -> dict[str, Any]:
+    """Train `cell` in `run_dir` (resuming if a checkpoint is there) and return its result.
+    With its sweep folder (a job's cell) the spec's early stopping applies."""
     clock = StageClock.for_cell(STARTUP_SECONDS, IMPORT_SECONDS)
     run = RunLayout(Path(run_dir))
     run.create()
@@ -279,7 +286,14 @@ def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[st
         if state.epochs_done == 0:
             events.text("train", "summary", "```\n" + run.summary.read_text() + "\n```")
             events.hparams(tensorboard_hparams(cell), trial_id=cell.name)
-        best_val_probs = train_epochs(model, split, config, state, checkpoints, events, clock)
+        halving = rung_gate(cell, run, sweep_dir)
+        try:
+            best_val_probs = train_epochs(
+                model, split, config, state, checkpoints, events, clock, halving
+            )
+        except rungs.StoppedEarly as stopped:  # its checkpoint stays: a promotion resumes it
+            fsio.write_json(run.history, state.history)
+            return {"cell_id": cell.id, "status": "stopped early", "epochs_run": stopped.rung}
         scores: dict[str, Any] = {}
         if state.diverged_at is None:
             with clock("evaluate"):
@@ -294,6 +308,20 @@ def run_cell(cell: Cell, run_dir: Path, data_dir: Path | None = None) -> dict[st
     # model.keras holds the best state now; the resume point and the best state are spent.
     checkpoints.prune(keep=frozenset())
     return result.model_dump(mode="json")
+
+
+def rung_gate(cell: Cell, run: RunLayout, sweep_dir: Path | None) -> rungs.Halving | None:
+    if cell.early_stopping is None or sweep_dir is None:
+        return None
+    return rungs.Halving(
+        sweep=SweepLayout(sweep_dir),
+        run=run,
+        cell_id=cell.id,
+        block=cell.block,
+        block_size=cell.block_size,
+        epochs=cell.config["epochs"],
+        options=cell.early_stopping,
+    )
 
 
 def evaluate_best(
