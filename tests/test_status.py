@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnistsweep.__main__ import main
-from mnistsweep.sweep import guard, records, state
+from mnistsweep.sweep import guard, identity, records, state
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell, load_spec
 
@@ -68,7 +68,12 @@ def give_jobs(sweep_dir: Path, jobs: dict[str, list[Cell]]) -> None:
     for job_id, cells in jobs.items():
         records.append_job(
             SweepLayout(sweep_dir).jobs,
-            records.JobRecord(job_id=job_id, cells=[c.id for c in cells], submitted="now"),
+            records.JobRecord(
+                job_id=job_id,
+                cells=[c.id for c in cells],
+                submitted="now",
+                sweep_dir=identity.jobs_owner(sweep_dir),
+            ),
         )
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute import limits, slurm
 from mnistsweep.execute import plan as planning
-from mnistsweep.sweep import records
+from mnistsweep.sweep import identity, records
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import load_spec, parse_spec
 
@@ -335,7 +335,12 @@ def test_cells_of_a_live_job_are_left_to_it(tmp_path, fake_slurm):
     for job_id, batch in (("9_0", cells[:2]), ("9_1", cells[2:])):
         records.append_job(
             layout.jobs,
-            records.JobRecord(job_id=job_id, cells=[c.id for c in batch], submitted="now"),
+            records.JobRecord(
+                job_id=job_id,
+                cells=[c.id for c in batch],
+                submitted="now",
+                sweep_dir=identity.jobs_owner(layout.root),
+            ),
         )
     (fake_slurm.root / "sacct-says").write_text("9_0|RUNNING|None\n9_1|CANCELLED by 0|None\n")
     plan = planning.plan_launch(spec, tmp_path / "out", "slurm")

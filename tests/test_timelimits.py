@@ -20,7 +20,7 @@ import mnistsweep
 from mnistsweep.__main__ import main
 from mnistsweep.execute import scheduler
 from mnistsweep.execute.job import MAX_ATTEMPTS_ENV, CellBatch
-from mnistsweep.sweep import guard, records
+from mnistsweep.sweep import guard, identity, records
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell, load_spec
 from mnistsweep.train import pace
@@ -60,7 +60,12 @@ def submit(sweep_dir: Path, cells: list[Cell], data_dir: Path, concurrent: int, 
     task = executor.submit(CellBatch(), str(sweep_dir), cells, str(data_dir), concurrent)
     records.append_job(
         SweepLayout(sweep_dir).jobs,
-        records.JobRecord(job_id=task.job_id, cells=[c.id for c in cells], submitted="now"),
+        records.JobRecord(
+            job_id=task.job_id,
+            cells=[c.id for c in cells],
+            submitted="now",
+            sweep_dir=identity.jobs_owner(sweep_dir),
+        ),
     )
     return task
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnistsweep.sweep import records
+from mnistsweep.sweep import identity, records
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell
 from mnistsweep.sweep.state import JOB_ENDED, CellView, JobView, derive
@@ -68,8 +68,10 @@ class SweepJobs:
 
 
 def load_jobs(sweep_dir: Path) -> SweepJobs:
+    """The jobs this very folder submitted (a copy's records of the original's are ignored)."""
     jobs, problems = records.read_jobs(SweepLayout(sweep_dir).jobs)
-    return SweepJobs(jobs, problems)
+    own, others = identity.own_jobs(jobs, sweep_dir)
+    return SweepJobs(own, [*problems, *others])
 
 
 def read_jobs(sweep_dir: Path) -> dict[str, str]:
@@ -214,7 +216,6 @@ class SweepStatus:
 
 def sweep_status(sweep_dir: Path) -> SweepStatus:
     """Each cell's truth from its folder and its latest job, in one scheduler round."""
-    from mnistsweep.sweep import identity
     from mnistsweep.sweep.guard import read_record, recorded_cells
 
     cells = recorded_cells(sweep_dir)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute.job import submit_batch
-from mnistsweep.sweep import records
+from mnistsweep.sweep import identity, records
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import FIRST_CLASS_OPTIONS, OPTION_NAME, OWNED_OPTIONS, Cell
 
@@ -317,10 +317,14 @@ def record_jobs(
     layout: SweepLayout, jobs: Sequence[submitit.Job[Any]], chunk: Sequence[list[Cell]]
 ) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    owner = identity.jobs_owner(layout.root)
     for job, batch in zip(jobs, chunk, strict=True):
+        cells = [c.id for c in batch]
         records.append_job(
             layout.jobs,
-            records.JobRecord(job_id=str(job.job_id), cells=[c.id for c in batch], submitted=stamp),
+            records.JobRecord(
+                job_id=str(job.job_id), cells=cells, submitted=stamp, sweep_dir=owner
+            ),
         )
 
 

@@ -133,3 +133,30 @@ def warning(foreign: list[Foreign]) -> str:
         f"{len(foreign)} foreign run folder(s), not counted and left as they are "
         f"(not this sweep's cell, or records of another cell): {shown}{more}"
     )
+
+
+# --- jobs: bound to the folder that submitted them -----------------------------------------------
+
+
+def jobs_owner(sweep_dir: Path) -> str:
+    """What a job record names as the folder that submitted it: absolute, links resolved."""
+    return str(sweep_dir.resolve())
+
+
+def own_jobs(
+    jobs: list[records.JobRecord], sweep_dir: Path
+) -> tuple[list[records.JobRecord], list[str]]:
+    """The jobs `sweep_dir` itself submitted, and one warning line when jobs.jsonl names jobs
+    of another folder (this one is a copy, or was moved): those are never cancelled, followed
+    or counted as covering a cell from here."""
+    owner = jobs_owner(sweep_dir)
+    own = [job for job in jobs if job.sweep_dir == owner]
+    others = [job for job in jobs if job.sweep_dir != owner]
+    if not others:
+        return own, []
+    where = others[0].sweep_dir or "an unrecorded folder"
+    return own, [
+        f"{SweepLayout(sweep_dir).jobs}: {len(others)} job(s) submitted from {where} (this "
+        f"folder is a copy or was moved), e.g. job {others[0].job_id}: ignored here, never "
+        "cancelled from here"
+    ]

@@ -96,6 +96,7 @@ class JobRecord(Record):
     job_id: Annotated[str, Field(pattern=r"^[0-9]+(_[0-9]+)?$")]
     cells: list[str]
     submitted: str
+    sweep_dir: str = ""  # the resolved folder that submitted it: a copy of it never acts on it
 
 
 # --- runs/<cell>/state.json -----------------------------------------------------------------------
