@@ -67,9 +67,14 @@ class CellBatch(submitit.helpers.Checkpointable):
         self.progress_at_start = progress(layout, cells)
         train_cell = functools.partial(run_one, sweep_dir, data_dir)
         try:
-            if concurrent <= 1 or len(cells) <= 1:
-                return [train_cell(cell) for cell in cells]
-            return train_side_by_side(layout, cells, train_cell, min(concurrent, len(cells)))
+            outcomes = train_cells(layout, cells, train_cell, concurrent)
+            # Successive halving: a cell of this job that a later one promoted goes on here.
+            while promoted := promoted_since(layout, cells, outcomes):
+                again = {
+                    o["cell_id"]: o for o in train_cells(layout, promoted, train_cell, concurrent)
+                }
+                outcomes = [again.get(outcome["cell_id"], outcome) for outcome in outcomes]
+            return outcomes
         except KeyboardInterrupt:  # Ctrl-C on a local launch, or its cancel: one line in the log
             print(
                 "mnistsweep: interrupted; the cells keep their committed epochs and a new "
@@ -140,6 +145,30 @@ def progress(layout: SweepLayout, cells: Sequence[Cell]) -> int:
         run = layout.run(cell)
         total += state.committed_epochs(run) + (1 if run.result.exists() else 0)
     return total
+
+
+def train_cells(
+    layout: SweepLayout,
+    cells: list[Cell],
+    train_cell: Callable[[Cell], dict[str, str]],
+    concurrent: int,
+) -> list[dict[str, str]]:
+    if concurrent <= 1 or len(cells) <= 1:
+        return [train_cell(cell) for cell in cells]
+    return train_side_by_side(layout, cells, train_cell, min(concurrent, len(cells)))
+
+
+def promoted_since(
+    layout: SweepLayout, cells: list[Cell], outcomes: list[dict[str, str]]
+) -> list[Cell]:
+    """The cells that stopped early in this job and that a rung has since let go on. Each
+    retraining ends at a later rung or the last epoch, so asking again terminates."""
+    return [
+        cell
+        for cell, outcome in zip(cells, outcomes, strict=True)
+        if outcome["status"] == "stopped early"
+        and state.derive(layout.run(cell)).state is state.CellState.INTERRUPTED
+    ]
 
 
 # --- several cells at once ----------------------------------------------------------------------
