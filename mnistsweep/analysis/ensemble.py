@@ -32,6 +32,7 @@ import pandas as pd
 
 from mnistsweep import fsio
 from mnistsweep.metrics import PROBABILITY_FLOOR, accuracy, cross_entropy
+from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
 RANKING = ["best_val_accuracy", "best_val_loss", "run_dir"]  # ties: lower loss, then the name
@@ -460,4 +461,5 @@ def summary(findings: EnsembleFindings) -> dict[str, Any]:
 
 
 def write(sweep_dir: Path, findings: EnsembleFindings) -> Path:
-    return fsio.write_json(SweepLayout(sweep_dir).ensemble, summary(findings))
+    record = records.EnsembleRecord.model_validate(summary(findings))
+    return records.write(SweepLayout(sweep_dir).ensemble, record)

@@ -7,39 +7,28 @@ run that diverged), so each epoch is averaged over the runs that reached it.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from mnistsweep import fsio
+from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import RunLayout
 
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
-MAX_HISTORY_BYTES = 4 * 1024 * 1024
 
 History = dict[str, list[float]]
 
 
 def read_history(run: RunLayout) -> History | None:
-    """The run's per-epoch lists, or None when the file is missing, unreadable or not lists."""
-    text = fsio.read_text(run.history, MAX_HISTORY_BYTES)
-    if text is None:
-        return None
+    """The run's per-epoch lists, or None when the file is missing or damaged (then the run
+    has no curves; its scores still count)."""
     try:
-        content = json.loads(text)
-    except ValueError:
+        found = records.read(records.RunHistory, run.history)
+    except records.DamagedRecord:
         return None
-    if not isinstance(content, dict):
-        return None
-    return {
-        str(key): [float(value) for value in values]
-        for key, values in content.items()
-        if isinstance(values, list)
-        and all(isinstance(value, int | float) and not isinstance(value, bool) for value in values)
-    }
+    return found.root if found is not None else None
 
 
 def epoch_curves(histories: Iterable[History]) -> pd.DataFrame | None:

@@ -6,6 +6,8 @@
 | JobRecord     | jobs.jsonl, one line per job  | launch (execute.slurm)        |
 | RunState      | runs/<cell>/state.json        | the trainer, once per epoch   |
 | RunResult     | runs/<cell>/result.json       | the trainer or the job, last  |
+| RunHistory    | runs/<cell>/history.json      | the trainer                   |
+| EnsembleRecord| ensemble.json                 | the report (analysis.ensemble)|
 
 Reading validates shape and types: a file that is missing, half-written or of the wrong shape is
 a `DamagedRecord` naming the file and what is wrong, which callers turn into a warning and a
@@ -17,14 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     ValidationError,
     field_validator,
     model_validator,
@@ -202,9 +205,81 @@ class RunResult(Record):
         return self.status in ("completed", "diverged")
 
 
+# --- runs/<cell>/history.json ---------------------------------------------------------------------
+
+
+def _a_number(value: object) -> object:
+    """A number as such: pydantic would also take `true` or `"0.5"` for a float."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"expected a number, got {shown(value)}")
+    return value
+
+
+Metric = Annotated[float, BeforeValidator(_a_number)]
+
+
+class RunHistory(RootModel[dict[str, list[Metric]]]):
+    """Per-epoch lists, one per Keras metric (loss, accuracy, val_loss, val_accuracy), and the
+    seconds each epoch took: a flat mapping, as Keras's own History holds it."""
+
+
+# --- ensemble.json --------------------------------------------------------------------------------
+
+
+class EnsembleMember(Record):
+    run_dir: str
+    cell_name: str
+    arch: str
+    weight: Annotated[int, Field(ge=1)]  # times chosen (greedy, with replacement)
+    best_val_accuracy: float
+    test_accuracy: float
+
+
+class Scores(Record):
+    method: str  # greedy | top-k | single
+    size: Count  # distinct members
+    val_accuracy: float
+    val_loss: float
+    test_accuracy: float
+    test_loss: float
+
+
+class EnsembleScores(Scores):
+    members: list[EnsembleMember] = Field(default_factory=list)
+
+
+class ArchitectureEnsemble(Scores):
+    """One architecture's own headline, beside its best single run."""
+
+    helps: bool
+    single_val_accuracy: float
+    single_test_accuracy: float
+    members: list[str]  # cell names
+    weights: list[int]
+
+
+class EnsembleRecord(EnsembleScores):
+    """The report's ensemble views; the top-level scores and members are the headline's."""
+
+    helps: bool  # a rule other than the best single run won on validation
+    selection: str  # how the rules were chosen and scored
+    held_out_accuracy: dict[str, float | None] = Field(default_factory=dict)
+    four_models: EnsembleScores | None = None
+    library_size: Count = 0
+    best_single: EnsembleScores | None = None
+    greedy: EnsembleScores | None = None
+    greedy_curve: list[dict[str, int | float]] = Field(default_factory=list)
+    requested_top_k: Count = 0
+    top_k: EnsembleScores | None = None
+    top_k_curve: list[dict[str, int | float]] = Field(default_factory=list)
+    per_architecture: dict[str, ArchitectureEnsemble] = Field(default_factory=dict)
+    problems: list[str] = Field(default_factory=list)
+
+
 # --- reading and writing --------------------------------------------------------------------------
 
-R = TypeVar("R", bound=Record)
+
+R = TypeVar("R", bound=BaseModel)
 
 
 def describe(error: ValidationError) -> str:
@@ -237,7 +312,7 @@ def read(kind: type[R], path: Path) -> R | None:
         raise DamagedRecord(f"{path}: {describe(error)}") from None
 
 
-def write(path: Path, record: Record) -> Path:
+def write(path: Path, record: BaseModel) -> Path:
     """The one writer of every record: validated on the way out, atomic."""
     return fsio.write_json(path, record.model_dump(mode="json"))
 
@@ -267,12 +342,3 @@ def append_job(path: Path, job: JobRecord) -> None:
 def job_owners(jobs: list[JobRecord]) -> dict[str, str]:
     """cell id -> the latest job that was given that cell."""
     return {cell_id: job.job_id for job in jobs for cell_id in job.cells}
-
-
-def iter_results(paths: list[Path]) -> Iterator[tuple[Path, RunResult | None, str | None]]:
-    """(path, result or None, problem or None) for each path: the loop every reader shares."""
-    for path in paths:
-        try:
-            yield path, read(RunResult, path), None
-        except DamagedRecord as error:
-            yield path, None, str(error)

@@ -292,7 +292,7 @@ def run_cell(
                 model, split, config, state, checkpoints, events, clock, halving
             )
         except rungs.StoppedEarly as stopped:  # its checkpoint stays: a promotion resumes it
-            fsio.write_json(run.history, state.history)
+            records.write(run.history, records.RunHistory(state.history))
             return {"cell_id": cell.id, "status": "stopped early", "epochs_run": stopped.rung}
         scores: dict[str, Any] = {}
         if state.diverged_at is None:
@@ -301,7 +301,7 @@ def run_cell(
             events.scalars("test", {"test_accuracy": scores["test_accuracy"]}, 0)
     finally:
         events.close()
-    fsio.write_json(run.history, state.history)
+    records.write(run.history, records.RunHistory(state.history))
     origin = provenance.provenance(data.data_path(data_dir))
     result = make_result(cell, state, scores, clock, path, origin, [warning] if warning else [])
     records.write(run.result, result)
