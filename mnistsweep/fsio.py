@@ -49,6 +49,7 @@ def disk_error(path: Path, error: OSError) -> MnistsweepError:
         errno.EDQUOT: "; the disk quota is used up",
         errno.EROFS: "; the filesystem is read-only: choose another --results-dir",
         errno.EACCES: "; you may not write there: choose another --results-dir",
+        errno.ENAMETOOLONG: "; the path is too long: choose a shorter --results-dir",
     }.get(error.errno or 0, "")
     return MnistsweepError(f"cannot write {path}: {reason}{hint}")
 

@@ -42,6 +42,8 @@ MAX_TOTAL_BYTES = 4 * 1024**3  # extracted, all members together
 MAX_FILE_BYTES = 64 * 1024**2  # a record, a history, probabilities, a page of the report
 MAX_MODEL_BYTES = 1024**3  # one model.keras (vgg_bn's is 60 MB)
 MAX_MEMBERS = 1_000_000
+EXPANSION_FLOOR = 64 * 1024**2  # what any archive may expand to, whatever its size
+EXPANSION_RATIO = 50  # and beyond that, times its own size
 MAX_DEPTH = 8  # runs/<cell>/tb/<group>/<file> is 5
 CHUNK = 1024**2
 STAGING = ".extracting-"  # <results dir>/.extracting-<host>-<pid>-<random>/
@@ -85,7 +87,7 @@ def _stage(archive_path: Path, staging: Path) -> str:
     try:
         with (
             fsio.open_read(archive_path, single_link=False) as stream,
-            tarfile.open(fileobj=stream, mode="r|*") as bundle,
+            tarfile.open(fileobj=stream, mode="r|*", tarinfo=_Member) as bundle,
         ):
             allowance = _allowance(os.fstat(stream.fileno()).st_size)
             return _copy_members(archive_path, bundle, staging, allowance)
@@ -94,15 +96,34 @@ def _stage(archive_path: Path, staging: Path) -> str:
     except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as error:
         raise MnistsweepError(f"{archive_path}: not a readable sweep archive ({error})") from None
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS):
+        if error.errno == errno.ENAMETOOLONG:  # the path itself would drown the advice
+            raise MnistsweepError(
+                f"cannot write under {_shortened(staging.parent)}: {error.strerror}; choose a "
+                "shorter --results-dir"
+            ) from None
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise fsio.disk_error(staging.parent, error) from None
         raise MnistsweepError(f"{archive_path}: not a readable sweep archive ({error})") from None
+
+
+class _Member(tarfile.TarInfo):
+    """A member header; the archive's end without tar's end-of-archive blocks is refused (tar
+    itself stops there quietly: an archive cut between two members would pass as whole)."""
+
+    @classmethod
+    def fromtarfile(cls, bundle: tarfile.TarFile) -> _Member:
+        try:
+            return super().fromtarfile(bundle)
+        except tarfile.HeaderError as error:
+            if type(error).__name__ in ("EmptyHeaderError", "TruncatedHeaderError"):
+                raise tarfile.ReadError("cut short: no end-of-archive marker") from None
+            raise
 
 
 def _allowance(archive_bytes: int) -> int:
     """Results compress a few times at most (float16 probabilities barely): an archive that
     expands far beyond that is a bomb, refused before it fills the disk."""
-    return min(MAX_TOTAL_BYTES, 64 * 1024**2 + 50 * archive_bytes)
+    return min(MAX_TOTAL_BYTES, EXPANSION_FLOOR + EXPANSION_RATIO * archive_bytes)
 
 
 def _copy_members(
@@ -132,7 +153,7 @@ def _copy_members(
             raise Refused(f"{archive_path}: {relative!r} is over the size cap; refused")
         source = bundle.extractfile(member)
         target = staging.joinpath(*parts)
-        fsio.ensure_dir(target.parent, staging)
+        target.parent.mkdir(parents=True, exist_ok=True)  # private, and no member is a link
         total += _copy(source, target, min(cap, allowance - total), archive_path, relative)
     if not names or "sweep.json" not in seen:
         raise Refused(f"{archive_path}: holds no sweep.json; not a sweep archive")
@@ -150,6 +171,11 @@ def _copy(source: IO[bytes] | None, target: Path, cap: int, origin: Path, relati
                 raise Refused(f"{origin}: {relative!r} expands over the size cap; refused")
             out.write(chunk)
     return written
+
+
+def _shortened(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:90]}...{text[-90:]}"
 
 
 def _chunks(source: IO[bytes] | None) -> Iterator[bytes]:
