@@ -19,8 +19,10 @@ from scipy import stats
 from test_hostile_specs import HOSTILE, emit, launch_dry_run
 
 from mnistsweep.__main__ import main
+from mnistsweep.sweep import guard, identity
+from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.sampling import FORMS
-from mnistsweep.sweep.spec import TRAIN_SETTINGS, SpecError, parse_spec
+from mnistsweep.sweep.spec import TRAIN_SETTINGS, SpecError, load_spec, parse_spec
 
 SEARCH = """\
 name: search
@@ -272,3 +274,21 @@ def test_a_distribution_on_each_train_setting_is_checked_against_it():
         with pytest.raises(SpecError, match=rf"grid\.{key}\.choice: can give"):
             spec_of(one_block(1, **{key: {"choice": ["not-a-value-of-any-key"]}}))
         assert setting.doc
+
+
+def test_a_sampled_sweep_folder_is_read_back_from_its_record_alone(tmp_path, capsys):
+    """sweep.json records each draw as a block of its own: status, aggregate and report rebuild
+    exactly the spec's cells and fingerprint from it."""
+    path = tmp_path / "search.yaml"
+    path.write_text(SEARCH)
+    spec = load_spec(path)
+    layout = SweepLayout(tmp_path / "results" / "search")
+    guard.record_spec(layout, spec)
+    record = guard.read_record(layout.root)
+    recorded = identity.SweepIdentity.of(record).cells
+    assert set(recorded) == {cell.dirname for cell in spec.cells()}
+    assert record.fingerprint == spec.results_fingerprint()
+    capsys.readouterr()
+    assert main(["status", str(layout.root)]) in (0, 1)
+    out, err = capsys.readouterr()
+    assert "17 cells" in out and "error" not in err, err

@@ -80,7 +80,10 @@ def record_spec(layout: SweepLayout, spec: Spec) -> None:
             fingerprint=spec.results_fingerprint(),
             spec_path=str(spec.path),
             axes=list(spec.axes),
-            grid=[{axis: list(values) for axis, values in grid.items()} for grid in spec.grids],
+            grid=[
+                {axis: list(values) for axis, values in grid.items()}
+                for grid in spec.explicit_grids()  # sampled axes: each draw a block of its own
+            ],
             train=dict(spec.train),
             ensemble_top_k=spec.ensemble_top_k,
             cells=len(cells),

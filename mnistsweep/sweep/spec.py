@@ -449,13 +449,25 @@ class Spec:
             for cell in cells.values()
         ]
 
+    def explicit_grids(self) -> tuple[Grid, ...]:
+        """The grid blocks with each sampled configuration as a block of its own (its drawn
+        values as one-value axes): what sweep.json records and the fingerprint hashes, so the
+        record alone gives back every cell. A spec without sampled axes: its own grids."""
+        explicit: list[Grid] = []
+        for block, grid in enumerate(self.grids):
+            draws = self.samples[block] if block < len(self.samples) else ()
+            explicit.extend(
+                {axis: (drawn[axis],) if axis in drawn else values for axis, values in grid.items()}
+                for drawn in draws
+            )
+            if not draws:
+                explicit.append(grid)
+        return tuple(explicit)
+
     def results_fingerprint(self) -> str:
         """Hash of what decides results (grid and train): a spec whose fingerprint differs must
         not share a results folder with this one."""
-        decisive: dict[str, Any] = {"grid": self.grids, "train": self.train}
-        if any(self.samples):  # the draws are not a product of the grid's values
-            decisive["samples"] = self.samples
-        canonical = json.dumps(decisive, sort_keys=True)
+        canonical = json.dumps({"grid": self.explicit_grids(), "train": self.train}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
