@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from mnistsweep.execute.scheduler import slurm_output
 
 TIMEOUT_SECONDS = 30
 
@@ -63,19 +63,6 @@ class ClusterLimits:
         return ", ".join(f"{key}={value}" for key, value in shown.items() if value is not None)
 
 
-def run(command: Sequence[str]) -> str | None:
-    """A SLURM client's standard output, or None when it is missing or fails."""
-    if not shutil.which(command[0]):
-        return None
-    try:
-        done = subprocess.run(
-            list(command), capture_output=True, text=True, check=False, timeout=TIMEOUT_SECONDS
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
 def parse_config(text: str) -> dict[str, str]:
     """`scontrol show config`'s `Key = Value` lines as a mapping."""
     settings = {}
@@ -112,11 +99,14 @@ def user() -> str:
 
 def read_limits(qos: str | None = None) -> ClusterLimits:
     """The limits that apply to this user's jobs of QOS `qos` (else the QOS `normal`)."""
-    config = parse_config(run(["scontrol", "show", "config"]) or "")
-    associations = run(
-        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user()}", "format=MaxSubmitJobs"]
+    config = parse_config(slurm_output(["scontrol", "show", "config"], TIMEOUT_SECONDS) or "")
+    associations = slurm_output(
+        ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user()}", "format=MaxSubmitJobs"],
+        TIMEOUT_SECONDS,
     )
-    qos_listing = run(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU"])
+    qos_listing = slurm_output(
+        ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU"], TIMEOUT_SECONDS
+    )
     enforce = config.get("AccountingStorageEnforce", "none").lower()
     return ClusterLimits(
         max_array_size=positive(config.get("MaxArraySize")),
@@ -131,7 +121,7 @@ def read_limits(qos: str | None = None) -> ClusterLimits:
 def queued_jobs(qos: str, listing: str | None = None) -> QueueCounts:
     """The queue now from one squeue call (`user|qos` per array task)."""
     if listing is None:
-        listing = run(["squeue", "-h", "-r", "-o", "%u|%q"]) or ""
+        listing = slurm_output(["squeue", "-h", "-r", "-o", "%u|%q"], TIMEOUT_SECONDS) or ""
     rows = [line.strip().split("|") for line in listing.splitlines() if line.strip()]
     own = [row for row in rows if row[0] == user()]
     in_qos = sum(1 for row in own if len(row) > 1 and row[1] == qos)

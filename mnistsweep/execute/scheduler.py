@@ -16,26 +16,64 @@ from pathlib import Path
 from mnistsweep.sweep import identity, records
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell
-from mnistsweep.sweep.state import JOB_ENDED, CellView, JobView, derive
+from mnistsweep.sweep.state import CellView, JobPhase, JobView, derive
 
 POLL_SECONDS = 5.0
 COMMAND_TIMEOUT_S = 60
-ENDED_STATES = JOB_ENDED  # sacct states after which a task will not run again by itself
 SQUEUE_FORMAT = "JobArrayID:64,State:24,RestartCnt:8,Reason:256"
 
+# Scheduler states, as sacct and squeue print them (first word: "CANCELLED by 0").
+WAITING_STATES = frozenset({"CONFIGURING", "SUSPENDED", "STOPPED", "RESV_DEL_HOLD"})
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
+REQUEUED_STATES = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SPECIAL_EXIT"})
+# After these a task will not run again by itself (a job the scheduler does not know, neither).
+ENDED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+    }
+)
 
-def max_array_size() -> int | None:
-    """The cluster's MaxArraySize: an array's highest index must stay below it."""
-    if not shutil.which("scontrol"):
+
+def phase_of(state: str) -> JobPhase:
+    """sacct's or squeue's word for a job, in the sweep's terms."""
+    word = state.split()[0] if state.strip() else ""
+    if word == "PENDING":
+        return JobPhase.PENDING
+    for states, phase in (
+        (WAITING_STATES, JobPhase.WAITING),
+        (RUNNING_STATES, JobPhase.RUNNING),
+        (REQUEUED_STATES, JobPhase.REQUEUED),
+        (ENDED_STATES, JobPhase.ENDED),
+    ):
+        if word in states:
+            return phase
+    return JobPhase.UNKNOWN
+
+
+def job_view(job_id: str, state: str, reason: str = "", restarts: int = 0) -> JobView:
+    return JobView(job_id, state, reason, restarts, phase_of(state))
+
+
+def slurm_output(command: Sequence[str], timeout_s: float = COMMAND_TIMEOUT_S) -> str | None:
+    """A SLURM client's standard output, or None when it is missing, fails or hangs: every
+    read of the cluster's settings and queue goes through here (execute.limits)."""
+    if not shutil.which(command[0]):
         return None
-    shown = subprocess.run(
-        ["scontrol", "show", "config"], capture_output=True, text=True, check=False
-    )
-    for line in shown.stdout.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "MaxArraySize" and value.strip().isdigit():
-            return int(value.strip())
-    return None
+    try:
+        done = subprocess.run(
+            list(command), capture_output=True, text=True, check=False, timeout=timeout_s
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
 
 
 # --- the sweep's jobs ---------------------------------------------------------------------------
@@ -94,7 +132,7 @@ class SchedulerView:
         could say."""
         if job_id in self.jobs:
             return self.jobs[job_id]
-        return JobView(job_id, "") if self.answered else None
+        return job_view(job_id, "") if self.answered else None
 
 
 def observe(job_ids: Iterable[str]) -> SchedulerView:
@@ -156,12 +194,12 @@ def parse_sacct(listing: str, wanted: Sequence[str]) -> dict[str, JobView]:
             continue
         reason = parts[2].strip() if len(parts) > 2 and parts[2].strip() != "None" else ""
         for task in expand_array_id(parts[0].strip()):
-            rows[task] = JobView(task, parts[1].strip() or "UNKNOWN", reason)
+            rows[task] = job_view(task, parts[1].strip() or "UNKNOWN", reason)
     views = {}
     for job_id in wanted:
         own = rows.get(job_id) or rows.get(job_id.split("_")[0])
         if own is not None:
-            views[job_id] = JobView(job_id, own.state, own.reason, own.restarts)
+            views[job_id] = job_view(job_id, own.state, own.reason, own.restarts)
     return views
 
 
@@ -175,7 +213,7 @@ def parse_squeue(listing: str, wanted: Sequence[str]) -> dict[str, JobView]:
             continue
         reason = parts[3].strip() if len(parts) > 3 and parts[3].strip() != "None" else ""
         restarts = int(parts[2]) if parts[2].isdigit() else 0
-        views[parts[0]] = JobView(parts[0], parts[1], reason, restarts)
+        views[parts[0]] = job_view(parts[0], parts[1], reason, restarts)
     return views
 
 

@@ -64,24 +64,21 @@ class CellState(str, Enum):
         return self in (CellState.FAILED, CellState.LOST, CellState.DAMAGED)
 
 
-# Scheduler states, as sacct and squeue print them (first word: "CANCELLED by 0").
-JOB_WAITING = frozenset({"PENDING", "CONFIGURING", "SUSPENDED", "STOPPED", "RESV_DEL_HOLD"})
-JOB_RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
-JOB_REQUEUED = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SPECIAL_EXIT"})
-# After these a job will not run again by itself (a job the scheduler does not know, neither).
-JOB_ENDED = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "PREEMPTED",
-    }
-)
+class JobPhase(str, Enum):
+    """Where a job stands, in the scheduler's terms; execute.scheduler maps sacct's and
+    squeue's words onto these."""
+
+    PENDING = "pending"  # waits for its turn (or its start time, a dependency, a hold)
+    WAITING = "waiting"  # held otherwise: configuring, suspended, stopped
+    RUNNING = "running"
+    REQUEUED = "requeued"  # the scheduler put it back in the queue; it will resume
+    ENDED = "ended"  # it will not run again by itself
+    UNKNOWN = "unknown"  # the scheduler does not know it (any more)
+
+    @property
+    def is_live(self) -> bool:
+        """The job will still run (or runs): its cells are not abandoned."""
+        return self not in (JobPhase.ENDED, JobPhase.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -92,6 +89,7 @@ class JobView:
     state: str  # sacct's or squeue's word: PENDING, RUNNING, COMPLETED, CANCELLED by 0, ...
     reason: str = ""  # the pending reason, when there is one
     restarts: int = 0  # times the job was requeued (time limit, preemption)
+    phase: JobPhase = JobPhase.UNKNOWN  # what `state` means
 
     @property
     def word(self) -> str:
@@ -99,8 +97,7 @@ class JobView:
 
     @property
     def is_live(self) -> bool:
-        """The job will still run (or runs): its cells are not abandoned."""
-        return self.word in JOB_WAITING | JOB_RUNNING | JOB_REQUEUED
+        return self.phase.is_live
 
 
 @dataclass(frozen=True)
@@ -155,13 +152,14 @@ def _held_at_rung(run: RunLayout, epochs: int) -> str:
 
 def from_job(job: JobView, epochs: int) -> tuple[CellState, str]:
     """An unlocked cell without a result, as its job's state makes it."""
-    if job.word in JOB_REQUEUED or (job.word == "PENDING" and job.restarts and epochs):
+    phase = job.phase
+    if phase is JobPhase.REQUEUED or (phase is JobPhase.PENDING and job.restarts and epochs):
         return CellState.REQUEUED, job.reason
-    if job.word in JOB_WAITING:
+    if phase in (JobPhase.PENDING, JobPhase.WAITING):
         return CellState.QUEUED, job.reason or job.word.lower()
-    if job.word in JOB_RUNNING:  # a packed job trains its cells in turn
+    if phase is JobPhase.RUNNING:  # a packed job trains its cells in turn
         return CellState.QUEUED, f"waiting in job {job.job_id}"
-    if job.word in JOB_ENDED:
+    if phase is JobPhase.ENDED:
         ended = f"job {job.job_id} ended {job.word}"
     else:
         ended = f"job {job.job_id} is unknown to the scheduler"
