@@ -170,22 +170,28 @@ def show_outcome(outcome: LaunchOutcome, request: LaunchRequest) -> int:
             "rest), or launch with --wait to submit them as room frees"
         )
     if not outcome.waited_for:
-        return nothing_to_train(plan)
+        return nothing_to_train(plan, request.data_dir)
     if outcome.ended is None:
         console.print(f"follow with: python -m mnistsweep status {plan.sweep_dir}")
         return 0
     return report_outcome(outcome, request.data_dir)
 
 
-def nothing_to_train(plan: Plan) -> int:
+def nothing_to_train(plan: Plan, data_dir: Path | None) -> int:
+    """The table again, and the report where it is missing (deleted, or never written)."""
     if plan.covering:
         console.print("nothing to train here: the other selected cells are in live hands")
     else:
         console.print("nothing to train: every selected cell has a result")
     if plan.count("completed"):
-        from mnistsweep.cli.results import aggregate
+        from mnistsweep.cli.results import aggregate, report
+        from mnistsweep.sweep.layout import SweepLayout
 
-        return aggregate(plan.sweep_dir)
+        code = aggregate(plan.sweep_dir)
+        layout = SweepLayout(plan.sweep_dir)
+        if not (layout.report_md.is_file() and layout.report_html.is_file()):
+            report(plan.sweep_dir, top_k=None, data_dir=data_dir)
+        return code
     return 0
 
 

@@ -129,7 +129,7 @@ def _recorded_spec(layout: SweepLayout, record: records.SweepRecord) -> Spec | N
     """The spec kept beside the runs (it knows each cell's block and the blocks' labels), else
     the record's grid; None when neither parses (cells then count as one block)."""
     try:
-        if layout.spec_copy.exists():
+        if guard.kept_fingerprint(layout) == record.fingerprint:  # not a spec.yaml edited since
             return load_spec(layout.spec_copy, allow_large=True)
         document = {"name": record.name, "grid": record.grid, "train": record.train}
         return parse_spec(document, layout.record, allow_large=True)

@@ -27,7 +27,7 @@ from mnistsweep.report.document import (
     paragraph,
     strong,
 )
-from mnistsweep.sweep import state
+from mnistsweep.sweep import guard, state
 from mnistsweep.sweep.layout import RunLayout
 
 EFFECTS_FILE = "axis_effects.csv"  # in the sweep folder, beside summary.csv
@@ -129,7 +129,8 @@ def cell_list(cells: pd.DataFrame) -> Block:
 def spec(inputs: Inputs) -> list[Section]:
     record = inputs.record
     text = fsio.read_text(inputs.layout.spec_copy, MAX_SPEC_BYTES)
-    if text is None:
+    if text is None or guard.kept_fingerprint(inputs.layout) != record.fingerprint:
+        # sweep.json's spec made the runs; a spec.yaml edited since is not shown as it
         recorded = {"name": record.name, "grid": record.grid, "train": record.train}
         text = yaml.safe_dump(recorded, sort_keys=False)
     sizes = " + ".join(

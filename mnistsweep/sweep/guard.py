@@ -14,9 +14,9 @@ import yaml
 
 from mnistsweep import fsio
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.sweep import records
+from mnistsweep.sweep import identity, records
 from mnistsweep.sweep.layout import SweepLayout
-from mnistsweep.sweep.spec import Cell, Spec, load_spec, parse_spec
+from mnistsweep.sweep.spec import Cell, Spec, load_spec
 
 
 def check_same_spec(layout: SweepLayout, spec: Spec) -> None:
@@ -112,17 +112,6 @@ def read_record(sweep_dir: Path) -> records.SweepRecord:
 
 
 def recorded_cells(sweep_dir: Path) -> list[Cell]:
-    """The cells of the spec that filled this folder, from the copy of the spec kept beside it."""
-    record = read_record(sweep_dir)
-    layout = SweepLayout(sweep_dir)
-    if layout.spec_copy.exists():
-        spec = load_spec(layout.spec_copy, allow_large=True)
-    else:  # a folder written by hand or by an old version: the record has the grid too
-        document = {"name": record.name, "grid": record.grid, "train": record.train}
-        spec = parse_spec(document, layout.record, allow_large=True)
-    if spec.results_fingerprint() != record.fingerprint:
-        raise MnistsweepError(
-            f"{layout.spec_copy}: does not match {layout.record.name} (edited by hand?); "
-            "launch the sweep's spec again to rewrite both"
-        )
-    return spec.cells()
+    """The cells of the spec that filled this folder, as sweep.json records it (spec.yaml is a
+    copy for people to read: editing it changes nothing)."""
+    return list(identity.SweepIdentity.of(read_record(sweep_dir)).cells.values())

@@ -10,6 +10,7 @@ metrics under the names users know.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import socket
@@ -24,6 +25,8 @@ from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.text import summary_v2 as text_summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from mnistsweep import fsio
+
 # The metrics the HParams dashboard shows against each run's hyperparameters.
 HPARAMS_METRICS = (
     ("validation", "epoch_accuracy", "validation accuracy"),
@@ -31,6 +34,9 @@ HPARAMS_METRICS = (
     ("test", "test_accuracy", "test accuracy (best checkpoint)"),
 )
 
+
+# The sweep's one HParams declaration ("tfevents" in its name is what TensorBoard reads).
+HPARAMS_CONFIG_FILE = "events.out.tfevents.0.sweep-hparams.v2"
 
 _file_counter = itertools.count()
 
@@ -84,7 +90,8 @@ class EventLog:
 
 
 def write_hparams_config(log_root: Path, axes: Mapping[str, Sequence[Any]]) -> None:
-    """Declare the sweep's axes and metrics once at the sweep's log root (HParams dashboard)."""
+    """Declare the sweep's axes and metrics at the sweep's log root (HParams dashboard): one
+    file, rewritten in place by each launch, never one more per launch."""
     hparams = [
         hparams_summary.HParam(name, hparams_summary.Discrete(list(values)))
         if _discrete_ok(values)
@@ -95,9 +102,15 @@ def write_hparams_config(log_root: Path, axes: Mapping[str, Sequence[Any]]) -> N
         hparams_summary.Metric(tag, group=group, display_name=display)
         for group, tag, display in HPARAMS_METRICS
     ]
-    log = EventLog(log_root)
-    log._write(".", hparams_summary.hparams_config_pb(hparams, metrics))
-    log.close()
+    config = hparams_summary.hparams_config_pb(hparams, metrics)
+    content = io.BytesIO()
+    writer = RecordWriter(content)
+    for event in (
+        Event(wall_time=time.time(), file_version="brain.Event:2"),
+        Event(wall_time=time.time(), summary=config),
+    ):
+        writer.write(event.SerializeToString())
+    fsio.write_bytes(log_root / HPARAMS_CONFIG_FILE, content.getvalue())
 
 
 def _discrete_ok(values: Sequence[Any]) -> bool:
