@@ -122,7 +122,7 @@ def test_a_failure_is_a_valid_record_and_a_busy_cell_is_left_alone(
     monkeypatch.setattr(trainer, "run_cell", broken)
     with state.training_lock(SweepLayout(tmp_path).run(cells[1])):
         outcomes = job.CellBatch()(str(tmp_path), cells[:2], None)
-    assert [o["status"] for o in outcomes] == ["failed", "busy"]
+    assert [o["status"] for o in outcomes] == ["failed", "training"]
     failed = records.read(records.RunResult, SweepLayout(tmp_path).run(cells[0]).result)
     assert failed is not None and failed.error == "ValueError: bad weights"
     assert not SweepLayout(tmp_path).run(cells[1]).result.exists()

@@ -178,7 +178,7 @@ def test_a_cell_locked_by_another_launch_is_not_trained_twice(tmp_path, tiny_spe
     monkeypatch.setattr(trainer, "run_cell", lambda *a: pytest.fail("trained a locked cell"))
     with state.training_lock(SweepLayout(tmp_path).run(cell)) as acquired:
         assert acquired
-        assert job.CellBatch()(str(tmp_path), [cell], None)[0]["status"] == "busy"
+        assert job.CellBatch()(str(tmp_path), [cell], None)[0]["status"] == "training"
 
 
 def test_shipped_quick_sweep_is_small_enough_for_a_cpu():

@@ -247,13 +247,13 @@ def start_worker(slots: Any, devices: list[str]) -> None:
 
 
 def run_one(sweep_dir: str, data_dir: str | None, cell: Cell) -> dict[str, str]:
-    """Train one cell unless it is final or another process is training it ("busy": that
-    process records its result)."""
+    """Train one cell unless it is final or another process is training it (then its state is
+    `training`: that process records its result)."""
     run = SweepLayout(Path(sweep_dir)).run(cell)
     status: str
     with state.training_lock(run) as acquired:
         if not acquired:
-            status = "busy"
+            status = state.CellState.TRAINING.value
         else:
             final = final_status(run)
             status = final or train_or_record_failure(cell, run, data_dir)
@@ -266,9 +266,7 @@ def final_status(run: RunLayout) -> str | None:
         result = records.read(records.RunResult, run.result)
     except records.DamagedRecord:
         return None
-    if result is not None and result.status in ("completed", "diverged"):
-        return result.status
-    return None
+    return result.status if result is not None and result.is_final else None
 
 
 def train_or_record_failure(cell: Cell, run: RunLayout, data_dir: str | None) -> str:

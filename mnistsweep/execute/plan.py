@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,19 @@ from mnistsweep.sweep import state as cell_state
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell, Spec
 
-TODO = "todo"
-NOT_SELECTED = "not selected"
+
+class Decision(str, Enum):
+    """What a launch does with a cell that no one has finished or holds (those keep their
+    CellState in the plan)."""
+
+    TODO = "todo"  # trained (or submitted) by this launch
+    NOT_SELECTED = "not selected"  # left out by --only, for a later launch
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PlannedState = cell_state.CellState | Decision
 
 
 @dataclass(frozen=True)
@@ -31,9 +43,8 @@ class Plan:
     spec: Spec
     backend: Backend
     sweep_dir: Path
-    # cell id -> a CellState value (completed, diverged, failed, queued, training, requeued),
-    # "todo" or "not selected"
-    statuses: dict[str, str]
+    # cell id -> its CellState when kept (final, failed, or live), else this launch's Decision
+    statuses: dict[str, PlannedState]
     batches: list[list[Cell]]  # what each job trains
     # ids of todo cells whose last attempt failed or left a damaged result: kept aside first
     retried: frozenset[str] = frozenset()
@@ -112,7 +123,7 @@ def plan_launch(
     guard.check_same_spec(layout, spec)
     cells = spec.cells()
     views = cell_views(layout, cells)
-    statuses: dict[str, str] = {}
+    statuses: dict[str, PlannedState] = {}
     todo: list[Cell] = []
     retried: set[str] = set()
     covering: dict[str, str] = {}
@@ -121,14 +132,14 @@ def plan_launch(
         state = view.state if view else cell_state.CellState.NOT_STARTED
         failed = state is cell_state.CellState.FAILED
         if state.is_final or (failed and not retry_failed):
-            statuses[cell.id] = str(state)
+            statuses[cell.id] = state
         elif view and state.is_live:
-            statuses[cell.id] = str(state)
+            statuses[cell.id] = state
             covering[cell.id] = view.job_id or ""
         elif only and any(cell.config[key] not in chosen for key, chosen in only.items()):
-            statuses[cell.id] = NOT_SELECTED
+            statuses[cell.id] = Decision.NOT_SELECTED
         else:
-            statuses[cell.id] = TODO
+            statuses[cell.id] = Decision.TODO
             todo.append(cell)
             if failed or state is cell_state.CellState.DAMAGED:  # its record is kept aside
                 retried.add(cell.id)
