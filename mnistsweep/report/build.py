@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mnistsweep import fsio
 from mnistsweep.analysis import ensemble
-from mnistsweep.report import context, ensemble_sections, render, sections
+from mnistsweep.report import context, ensemble_sections, render, search, sections
 from mnistsweep.report.document import Report
 
 REPORT_FILE_PATTERNS = ("*.png", "*.csv", "*.md")
@@ -60,6 +60,7 @@ def assemble(
             *sections.spec(inputs),
             *sections.configurations(inputs, findings, files),
             *sections.axis_effects(inputs, findings, files),
+            *search.search(inputs, findings, files),
             *sections.learning_curves(inputs, findings, files),
             *ensemble_sections.ensembles(inputs, findings, files),
             *sections.tutorials(inputs, findings, files),

@@ -515,11 +515,12 @@ def parse_spec(document: Any, path: Path, *, allow_large: bool = False) -> Spec:
             "shrink an axis or pass --allow-large"
         )
     parts = [_sampled_part(raw, _where(i, raw_grid), path) for i, raw in enumerate(raw_blocks)]
-    if isinstance(raw_grid, (list, dict)):  # the schema sees the grids without distributions
+    schema_view = document  # the schema sees the grids without distributions
+    if isinstance(raw_grid, (list, dict)):
         plain = [part[0] for part in parts]
-        document = {**document, "grid": plain if isinstance(raw_grid, list) else plain[0]}
+        schema_view = {**document, "grid": plain if isinstance(raw_grid, list) else plain[0]}
     try:
-        checked = SpecDocument.model_validate(document)
+        checked = SpecDocument.model_validate(schema_view)
     except ValidationError as invalid:
         raise SpecError(
             f"{path}: {_first_problem(invalid, single_grid=not isinstance(raw_grid, list))}"
