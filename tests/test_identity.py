@@ -160,3 +160,19 @@ def test_the_warning_is_one_line_with_a_count_and_the_first_names():
     line = identity.warning(foreign)
     assert "\n" not in line and line.startswith("7 foreign")
     assert "run-0" in line and "run-2" in line and "run-3" not in line and "4 more" in line
+
+
+def test_report_names_the_foreign_folders_once_and_counts_none(sweeps, tmp_path, capsys):
+    reset(sweeps)
+    (a_dir, a_cells), (b_dir, b_cells) = sweeps
+    runs = SweepLayout(a_dir).runs
+    shutil.copytree(SweepLayout(b_dir).run(b_cells[0]).root, runs / b_cells[0].dirname)
+    shutil.copytree(SweepLayout(a_dir).run(a_cells[0]).root, runs / "made-up")
+    capsys.readouterr()
+    assert main(["report", str(a_dir), "--data-dir", str(tmp_path / "no-data")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "foreign" in line]
+    assert len(err) == 1 and err[0].startswith("warning: 2 foreign run folder(s)")
+    assert "made-up" in err[0] and b_cells[0].dirname in err[0]
+    report = (a_dir / "report.md").read_text()
+    assert "2 foreign run folder(s)" in report
+    assert "| completed | 4 |" in report and "n = 2)" in report  # 2 seeds: n = 2, never 3

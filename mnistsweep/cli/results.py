@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mnistsweep.cli.common import add_data_dir, add_sweep_dir, console
@@ -56,9 +57,14 @@ def aggregate(sweep_dir: Path) -> int:
 
 
 def report(sweep_dir: Path, *, top_k: int | None, data_dir: Path | None) -> int:
+    from mnistsweep.cli import one_line
     from mnistsweep.report.build import write_report
+    from mnistsweep.sweep import guard, identity
 
     written = write_report(sweep_dir, top_k, data_dir=data_dir)
+    foreign = identity.foreign_runs(guard.read_record(sweep_dir), sweep_dir)
+    if foreign:  # the report lists them too; said here for whoever only reads the terminal
+        print(f"warning: {one_line(identity.warning(foreign), 1000)}", file=sys.stderr)
     console.print(
         f"report: {written[0]} and {written[1]} ({len(written) - 2} more files)", markup=False
     )

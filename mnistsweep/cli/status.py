@@ -95,7 +95,7 @@ def warn(warnings: list[str]) -> None:
     from mnistsweep.cli import one_line
 
     for warning in warnings:
-        print(f"warning: {one_line(warning, 400)}", file=sys.stderr)
+        print(f"warning: {one_line(warning, 1000)}", file=sys.stderr)
 
 
 def run_cancel(args: argparse.Namespace) -> int:

@@ -126,8 +126,9 @@ def unless_foreign(view: CellView, cell: Cell, foreign_names: AbstractSet[str]) 
 
 
 def warning(foreign: list[Foreign]) -> str:
-    """The one line naming the foreign folders: how many, and the first few with why."""
-    shown = "; ".join(f"{item.name} ({item.reason})" for item in foreign[:SHOWN])
+    """The one line naming the foreign folders: how many, the first few, why for the first."""
+    first, *others = foreign[:SHOWN]
+    shown = "; ".join([f"{first.name} ({first.reason})", *(item.name for item in others)])
     more = f"; and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else ""
     return (
         f"{len(foreign)} foreign run folder(s), not counted and left as they are "
