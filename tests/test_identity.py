@@ -176,3 +176,28 @@ def test_report_names_the_foreign_folders_once_and_counts_none(sweeps, tmp_path,
     report = (a_dir / "report.md").read_text()
     assert "2 foreign run folder(s)" in report
     assert "| completed | 4 |" in report and "n = 2)" in report  # 2 seeds: n = 2, never 3
+
+
+@pytest.mark.parametrize("planted", ["a copy of cell 0's run", "cell 0's resume point"])
+def test_a_relaunch_never_trains_into_a_folder_holding_another_cells_records(
+    sweeps, tiny_spec, capsys, planted
+):
+    reset(sweeps)
+    (a_dir, a_cells), _ = sweeps
+    layout = SweepLayout(a_dir)
+    target = layout.run(a_cells[3]).root
+    shutil.rmtree(target)
+    if planted.startswith("a copy"):
+        shutil.copytree(layout.run(a_cells[0]).root, target)
+    else:
+        target.mkdir()
+        (target / "checkpoint-0001.npz").write_bytes(b"cell 0's weights")
+        records.write(target / "state.json", records.RunState(cell_id=a_cells[0].id, epochs_done=1))
+    before = snapshot(layout.runs)
+    spec_path = tiny_spec(name="a")  # the spec that filled sweep A
+    main(["launch", str(spec_path), "--results-dir", str(a_dir.parent)])
+    assert "nothing to train" in capsys.readouterr().out
+    assert snapshot(layout.runs) == before
+    assert main(["status", str(a_dir)]) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if a_cells[3].name in line)
+    assert line.split()[0] == "damaged" and identity.FOREIGN_DETAIL in line

@@ -18,7 +18,7 @@ from typing import Any
 
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute.backend import Backend
-from mnistsweep.sweep import guard
+from mnistsweep.sweep import guard, identity
 from mnistsweep.sweep import state as cell_state
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell, Spec
@@ -131,7 +131,7 @@ def plan_launch(
         view = views.get(cell.id)
         state = view.state if view else cell_state.CellState.NOT_STARTED
         failed = state is cell_state.CellState.FAILED
-        if state.is_final or (failed and not retry_failed):
+        if state.is_final or (failed and not retry_failed) or (view and identity.is_foreign(view)):
             statuses[cell.id] = state
         elif view and state.is_live:
             statuses[cell.id] = state
@@ -162,7 +162,8 @@ def cell_views(layout: SweepLayout, cells: Sequence[Cell]) -> dict[str, cell_sta
         if cell.dirname not in started and job_id is None:
             continue
         job = scheduled.job(job_id) if job_id else None
-        views[cell.id] = cell_state.derive(layout.run(cell), job)
+        run = layout.run(cell)
+        views[cell.id] = identity.checked_view(cell_state.derive(run, job), run, cell)
     return views
 
 

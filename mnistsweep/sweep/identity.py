@@ -118,11 +118,23 @@ def foreign_runs(record: records.SweepRecord, sweep_dir: Path) -> list[Foreign]:
 
 
 def unless_foreign(view: CellView, cell: Cell, foreign_names: AbstractSet[str]) -> CellView:
+    """`view`, unless the cell's folder is among the foreign ones (see `foreign_view`)."""
+    return foreign_view(view) if cell.dirname in foreign_names else view
+
+
+def checked_view(view: CellView, run: RunLayout, cell: Cell) -> CellView:
+    """`view`, unless the cell's folder holds another cell's records (see `foreign_view`)."""
+    return view if foreign_records(run, cell) is None else foreign_view(view)
+
+
+def foreign_view(view: CellView) -> CellView:
     """A cell whose own folder holds another cell's records is not what they say: damaged, and
-    left as it is (the records are someone's results, never overwritten)."""
-    if cell.dirname not in foreign_names:
-        return view
+    left as it is (never trained there: that would delete or overwrite someone's results)."""
     return CellView(CellState.DAMAGED, 0, view.job_id, FOREIGN_DETAIL)
+
+
+def is_foreign(view: CellView) -> bool:
+    return view.state is CellState.DAMAGED and view.detail == FOREIGN_DETAIL
 
 
 def warning(foreign: list[Foreign]) -> str:
