@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.report import figures, formatting
@@ -132,7 +133,7 @@ def budget(cells: pd.DataFrame, options: EarlyStopping, at: tuple[int, ...]) -> 
     ]
 
 
-def scatter(cells: pd.DataFrame, kinds: Mapping[str, str]) -> figures.Figure:
+def scatter(cells: pd.DataFrame, kinds: Mapping[str, str]) -> Figure:
     figure = figures.new_figure(3.2)
     panels = figure.subplots(1, len(kinds), squeeze=False)[0]
     stopped = cells["state"] == STOPPED
@@ -150,7 +151,7 @@ def scatter(cells: pd.DataFrame, kinds: Mapping[str, str]) -> figures.Figure:
     return figure
 
 
-def rung_curves(cells: pd.DataFrame, metric: str, at: tuple[int, ...]) -> figures.Figure:
+def rung_curves(cells: pd.DataFrame, metric: str, at: tuple[int, ...]) -> Figure:
     figure = figures.new_figure(3.6)
     axes = figure.subplots()
     for _, cell in cells.iterrows():

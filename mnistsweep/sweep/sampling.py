@@ -99,7 +99,7 @@ class Distribution:
     def size(self) -> float:
         """How many distinct values it can give (inf for a continuous interval)."""
         if self.kind == "int":
-            return self.bounds[1] - self.bounds[0] + 1
+            return float(self.bounds[1] - self.bounds[0] + 1)
         if self.kind == "choice":
             return len(self.bounds)
         return math.inf
@@ -252,7 +252,9 @@ def draw(
     cells do not change when another block is added); `canonical(key, value)` gives the value as
     a cell holds it (1 -> 1.0 for a number)."""
     content = json.dumps(block, sort_keys=True, default=repr).encode()
-    stream = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(content).digest()[:8])])
+    stream = np.random.default_rng(
+        [seed, int.from_bytes(hashlib.sha256(content).digest()[:8], "big")]
+    )
     drawn: dict[str, dict[str, Any]] = {}
     for _ in range(DRAWS_PER_SAMPLE * sampled.samples):
         units = stream.random(len(sampled.axes))
