@@ -248,11 +248,13 @@ class _SafeLoader(_Base):  # type: ignore[valid-type,misc]
 
     def construct_yaml_int(self, node: ScalarNode) -> int:
         self._refuse_long_number(node)
-        return super().construct_yaml_int(node)
+        number: int = super().construct_yaml_int(node)
+        return number
 
     def construct_yaml_float(self, node: ScalarNode) -> float:
         self._refuse_long_number(node)
-        return super().construct_yaml_float(node)
+        number: float = super().construct_yaml_float(node)
+        return number
 
     def construct_object(self, node: Node, deep: bool = False) -> object:
         try:
