@@ -9,6 +9,7 @@ own module, one line in execute.backends and its name in sweep.spec.EXECUTOR_BAC
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from mnistsweep.execute.launch import LaunchSession
     from mnistsweep.execute.plan import Plan
     from mnistsweep.sweep.spec import Cell, Spec
-    from mnistsweep.sweep.state import CellView
+    from mnistsweep.sweep.state import CellState, CellView
 
 
 class LaunchEvents(Protocol):
@@ -44,6 +45,28 @@ class LaunchOutcome:
     ended: tuple[tuple[Cell, CellView], ...] | None = None  # their states, once all ended
     jobs_left: int = 0  # jobs the queue had no room for: a later launch submits them
     queue_limits: str = ""  # the cluster's limits that left them out
+
+    @property
+    def counts(self) -> Counter[CellState]:
+        return Counter(view.state for _, view in self.ended or ())
+
+    @property
+    def elsewhere(self) -> int:
+        """Cells still training in another launch."""
+        return sum(n for state, n in self.counts.items() if state.is_live)
+
+    @property
+    def unfinished(self) -> int:
+        """Cells that ended without a result and are not live either."""
+        return sum(
+            n
+            for state, n in self.counts.items()
+            if not (state.is_final or state.is_ended_badly or state.is_live)
+        )
+
+    @property
+    def ended_badly(self) -> list[tuple[Cell, CellView]]:
+        return [(cell, view) for cell, view in self.ended or () if view.state.is_ended_badly]
 
 
 class Backend(ABC):
