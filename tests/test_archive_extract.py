@@ -228,13 +228,18 @@ def test_a_member_over_its_cap_is_refused_by_the_bytes_written(
     assert "size cap" in line and repr(name.removeprefix("small/")) in line
 
 
-def test_an_archive_that_expands_far_beyond_its_size_is_refused(tmp_path, capsys, monkeypatch):
+def test_an_archive_that_expands_far_beyond_its_size_is_refused(
+    tmp_path, capsys, monkeypatch, original
+):
     """A few KB of xz that would write megabytes of zeros: refused once the allowance is spent,
     whatever each member declares."""
     monkeypatch.setattr(extract, "EXPANSION_FLOOR", 0)
-    bomb = write_tar(tmp_path / "bomb.tar.xz", [("x/report.html", b"\0" * 2**22)], "w:xz")
-    assert bomb.stat().st_size < 2**22 // extract.EXPANSION_RATIO
-    refused(capsys, tmp_path / "results", bomb, {})
+    record = next(member for member in original[1] if member[0] == "small/sweep.json")
+    bomb = write_tar(
+        tmp_path / "bomb.tar.xz", [record, ("small/report.html", b"\0" * 2**24)], "w:xz"
+    )
+    assert bomb.stat().st_size * extract.EXPANSION_RATIO < 2**24
+    assert "'report.html' is over the size cap" in refused(capsys, tmp_path / "results", bomb, {})
 
 
 # --- merging -----------------------------------------------------------------------------------
@@ -371,15 +376,8 @@ def test_a_killed_extraction_leaves_nothing_that_blocks_the_retry(tmp_path, orig
         child.wait()
     assert child.returncode == -9, "the extraction ended before it could be killed"
     assert list(results.glob(f"{extract.STAGING}*")), "killed before staging"
-    assert main(extract_command(slow, results)) == 0
-    assert [p.name for p in results.iterdir()] == ["small"]
-    assert len(SweepLayout(results / "small").run_folders()) == 4
-
-
-def test_a_staging_folder_of_a_live_extraction_is_left_alone(tmp_path, original):
-    path, _ = original
-    results = tmp_path / "results"
     live = results / f"{extract.STAGING}{extract._owner()}-abc"  # this very process: alive
-    (live / "small").mkdir(parents=True)
-    assert main(extract_command(path, results)) == 0
-    assert live.is_dir()
+    live.mkdir()
+    assert main(extract_command(slow, results)) == 0
+    assert sorted(p.name for p in results.iterdir()) == sorted([live.name, "small"])
+    assert len(SweepLayout(results / "small").run_folders()) == 4

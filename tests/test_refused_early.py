@@ -10,6 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import mnistsweep
 from mnistsweep.__main__ import main
 from mnistsweep.sweep import records
 from mnistsweep.sweep.layout import SweepLayout
@@ -141,3 +142,43 @@ def test_a_launch_into_a_folder_whose_record_names_an_unknown_axis_is_one_line(
     assert main(["launch", str(other), "--dry-run", *results]) == 2
     line = one_error_line(capsys)
     assert "no train key" in line and "never mixed" in line, line
+
+
+# --- a results folder inside the package a launch copies ---------------------------------------
+
+PACKAGE = Path(mnistsweep.__file__).resolve().parent
+QUICK = Path(__file__).resolve().parent.parent / "sweeps" / "quick.yaml"
+component = st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=8).map(
+    lambda name: f"zz_{name}"  # never an existing folder of the package
+)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=FIXTURES)
+@given(
+    parts=st.lists(component, min_size=1, max_size=3),
+    through=st.sampled_from(["flag", "environment", "link", "dotdot"]),
+)
+def test_a_results_folder_inside_the_package_is_refused_at_the_dry_run(
+    tmp_path, capsys, monkeypatch, parts, through
+):
+    """Each SLURM launch copies the package for its jobs: results inside it would copy
+    themselves into every copy (recursively)."""
+    inside = PACKAGE.joinpath(*parts)
+    results = {
+        "flag": inside,
+        "environment": inside,
+        "link": tmp_path / f"link-{'-'.join(parts)}" / Path(*parts),
+        "dotdot": PACKAGE / "sweep" / ".." / Path(*parts),
+    }[through]
+    link = tmp_path / f"link-{'-'.join(parts)}"  # a folder outside that is the package
+    if through == "link" and not link.is_symlink():
+        link.symlink_to(PACKAGE)
+    command = ["launch", str(QUICK), "--dry-run", "--executor", "slurm"]
+    if through == "environment":
+        monkeypatch.setenv("MNISTSWEEP_RESULTS", str(results))
+    else:
+        command += ["--results-dir", str(results)]
+    assert main(command) == 2
+    line = one_error_line(capsys)
+    assert "inside the package" in line and "--results-dir outside it" in line, line
+    assert not (PACKAGE / parts[0]).exists()

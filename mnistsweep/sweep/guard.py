@@ -8,10 +8,12 @@ there; when it is missing, only a spec of which every run folder there is a cell
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
+import mnistsweep
 from mnistsweep import fsio
 from mnistsweep.errors import MnistsweepError
 from mnistsweep.sweep import identity, records
@@ -20,10 +22,19 @@ from mnistsweep.sweep.spec import Cell, Spec, load_spec
 
 
 def check_same_spec(layout: SweepLayout, spec: Spec) -> None:
-    """Refuse to launch `spec` into a folder that holds another spec's runs."""
+    """Refuse to launch `spec` into a folder that holds another spec's runs, or that lies
+    inside the package a launch copies for its jobs (the copy would copy itself)."""
     nearest = next(folder for folder in (layout.root, *layout.root.parents) if folder.exists())
     if not nearest.is_dir():
         raise MnistsweepError(f"{nearest}: is a file; a folder is expected there (--results-dir)")
+    package = Path(mnistsweep.__file__).resolve().parent  # a launch's code snapshot, in a job
+    where = Path(os.path.normpath(nearest.resolve() / layout.root.relative_to(nearest)))
+    if where.is_relative_to(package):
+        raise MnistsweepError(
+            f"{layout.root}: inside the package {package}, which each launch copies for its "
+            "jobs (results there would be copied into every copy); choose a --results-dir "
+            "outside it"
+        )
     try:
         record = records.read(records.SweepRecord, layout.record)
     except records.DamagedRecord as damaged:
