@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -86,6 +87,13 @@ def data_path(data_dir: Path | str | None = None) -> Path:
             f"{FILENAME}); point {DATA_ENV} (or the data dir) at the folder that contains it"
         )
     return directory / FILENAME
+
+
+def prepare_command(directory: Path) -> str:
+    """The `data prepare` that fills `directory`: the advice must work where it is given."""
+    if directory == default_data_dir():
+        return PREPARE_CMD
+    return f"{PREPARE_CMD} --data-dir {shlex.quote(str(directory))}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,7 +180,7 @@ def load(data_dir: Path | str | None = None) -> Mnist:
             mnist = Mnist(**read_npz(stream, str(path), REPAIR))
     except FileNotFoundError:
         raise MnistsweepError(
-            f"no MNIST at {path}; run `{PREPARE_CMD}` (or set {DATA_ENV})"
+            f"no MNIST at {path}; run `{prepare_command(path.parent)}` (or set {DATA_ENV})"
         ) from None
     except fsio.UnreadableFile as error:
         raise MnistsweepError(f"{error}; {REPAIR}") from None
