@@ -292,3 +292,12 @@ def test_a_sampled_sweep_folder_is_read_back_from_its_record_alone(tmp_path, cap
     assert main(["status", str(layout.root)]) in (0, 1)
     out, err = capsys.readouterr()
     assert "17 cells" in out and "error" not in err, err
+
+
+def test_the_shipped_search_spec_samples_27_cells_and_stops_early():
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "search.yaml")
+    cells = spec.cells()
+    assert len(cells) == 27 and spec.early_stopping is not None
+    assert spec.early_stopping.reduction == 3 and {c.config["epochs"] for c in cells} == {9}
+    rates = [cell.config["learning_rate"] for cell in cells]
+    assert min(rates) >= 1e-4 and max(rates) <= 1e-1 and len(set(rates)) == 27
