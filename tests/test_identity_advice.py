@@ -5,13 +5,16 @@ or `train` suggests is run here and does what it says."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
-from test_identity import finish
+from test_identity import finish, snapshot
 from test_identity_train import no_training  # noqa: F401 (a fixture)
 
 from mnistsweep.__main__ import main
@@ -96,3 +99,28 @@ def test_the_commands_train_suggests_work(
     assert "choose another --out" in capsys.readouterr().err
     assert main([*settings, cells[2].id, "--out", str(tmp_path / "fresh")]) == 0
     assert no_training[-1] == tmp_path / "fresh"
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from(["epochs", "learning_rate", "train_subset"]),
+    command=st.sampled_from(["status", "aggregate", "report", "logs"]),
+)
+def test_a_sweep_json_edited_by_hand_is_one_error_line(
+    tmp_path_factory, tiny_spec, capsys, key, command
+):
+    _, sweep_dir = launched(tmp_path_factory.mktemp("edited"), tiny_spec)
+    layout = SweepLayout(sweep_dir)
+    record = json.loads(layout.record.read_text())
+    record["train"][key] = {"epochs": 9, "learning_rate": 0.5, "train_subset": 100}[key]
+    layout.record.write_text(json.dumps(record))  # the fingerprint is left as it was
+    before = snapshot(sweep_dir / "runs")
+    capsys.readouterr()
+    arguments = [command, str(sweep_dir), *(["arch=linear,seed=0"] if command == "logs" else [])]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {layout.record}: ")
+    assert "fingerprint" in err[0]
+    assert snapshot(sweep_dir / "runs") == before

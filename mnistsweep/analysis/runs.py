@@ -42,9 +42,10 @@ class SweepRuns:
 
 def load_runs(sweep_dir: Path) -> SweepRuns:
     """The sweep's own runs; a folder without a readable sweep.json is a MnistsweepError."""
-    owner = identity.SweepIdentity.of(guard.read_record(sweep_dir))
+    layout = SweepLayout(sweep_dir)
+    owner = identity.SweepIdentity.of(guard.read_record(sweep_dir), layout.record)
     rows, problems, foreign = [], [], []
-    for run in SweepLayout(sweep_dir).run_folders():
+    for run in layout.run_folders():
         stranger = owner.check(run.root)
         if stranger is not None:
             foreign.append(stranger)

@@ -125,4 +125,5 @@ def read_record(sweep_dir: Path) -> records.SweepRecord:
 def recorded_cells(sweep_dir: Path) -> list[Cell]:
     """The cells of the spec that filled this folder, as sweep.json records it (spec.yaml is a
     copy for people to read: editing it changes nothing)."""
-    return list(identity.SweepIdentity.of(read_record(sweep_dir)).cells.values())
+    record = read_record(sweep_dir)
+    return list(identity.SweepIdentity.of(record, SweepLayout(sweep_dir).record).cells.values())

@@ -43,8 +43,9 @@ class SweepIdentity:
     cells: dict[str, Cell]  # cell.dirname -> cell
 
     @classmethod
-    def of(cls, record: records.SweepRecord) -> SweepIdentity:
-        return _identity(record.model_dump_json())
+    def of(cls, record: records.SweepRecord, origin: Path | None = None) -> SweepIdentity:
+        """The record's cells; `origin` (the sweep.json read) names the file in an error."""
+        return _identity(record.model_dump_json(), str(origin or "sweep.json"))
 
     def check(self, run_dir: Path) -> Foreign | None:
         """None when `run_dir` is a cell's own folder holding only that cell's records."""
@@ -88,19 +89,19 @@ def same_config(config: dict[str, records.JsonScalar], cell: Cell) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _identity(record_json: str) -> SweepIdentity:
+def _identity(record_json: str, origin: str) -> SweepIdentity:
     """Cells from the record's own grid and train settings (never from an editable spec.yaml),
     computed once per record: an archive checks each of its members against the same one."""
     record = records.SweepRecord.model_validate_json(record_json)
     document = {"name": "recorded", "grid": record.grid, "train": record.train}  # name: no cell
     try:
-        spec = parse_spec(document, Path("sweep.json"), allow_large=True)
+        spec = parse_spec(document, Path(origin), allow_large=True)
     except MnistsweepError as error:
         raise MnistsweepError(f"{error}; this sweep folder's record is damaged") from None
     if spec.results_fingerprint() != record.fingerprint:
         raise MnistsweepError(
-            "sweep.json: its grid and train settings do not match its fingerprint "
-            "(edited by hand?); restore it from the spec that filled the folder"
+            f"{origin}: grid/train do not match its fingerprint (edited by hand?), so which run "
+            "folders are this sweep's cannot be told; put back the sweep.json its launch wrote"
         )
     return SweepIdentity({cell.dirname: cell for cell in spec.cells()})
 
@@ -112,8 +113,9 @@ def check_run(record: records.SweepRecord, run_dir: Path) -> Foreign | None:
 
 def foreign_runs(record: records.SweepRecord, sweep_dir: Path) -> list[Foreign]:
     """Every run folder under `sweep_dir/runs/` that does not belong to the sweep."""
-    identity = SweepIdentity.of(record)
-    found = (identity.check(run.root) for run in SweepLayout(sweep_dir).run_folders())
+    layout = SweepLayout(sweep_dir)
+    identity = SweepIdentity.of(record, layout.record)
+    found = (identity.check(run.root) for run in layout.run_folders())
     return [foreign for foreign in found if foreign is not None]
 
 
