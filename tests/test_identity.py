@@ -131,9 +131,10 @@ def test_every_kind_of_foreign_folder_is_named_and_never_counted(sweeps, data, c
     record = guard.read_record(a_dir)
     before = snapshot(a_dir / "runs")
 
-    assert identity.check_run(record, SweepLayout(a_dir).runs / planted) is not None, kind
+    owner = identity.SweepIdentity.of(record)
+    assert owner.check(SweepLayout(a_dir).runs / planted) is not None, kind
     own = [SweepLayout(a_dir).run(c).root for c in a_cells if c.dirname != planted]
-    assert all(identity.check_run(record, run) is None for run in own if run.is_dir())
+    assert all(owner.check(run) is None for run in own if run.is_dir())
 
     loaded = sweep_runs.load_runs(a_dir)
     assert planted not in {Path(run).name for run in loaded.frame["run_dir"]}

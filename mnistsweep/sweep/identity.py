@@ -48,7 +48,8 @@ class SweepIdentity:
         return _identity(record.model_dump_json(), str(origin or "sweep.json"))
 
     def check(self, run_dir: Path) -> Foreign | None:
-        """None when `run_dir` is a cell's own folder holding only that cell's records."""
+        """None when `run_dir` (a run folder, or an archive's extracted member) is a cell's own
+        folder holding only that cell's records."""
         name = run_dir.name
         cell = self.cells.get(name)
         if cell is None:
@@ -104,11 +105,6 @@ def _identity(record_json: str, origin: str) -> SweepIdentity:
             "folders are this sweep's cannot be told; put back the sweep.json its launch wrote"
         )
     return SweepIdentity({cell.dirname: cell for cell in spec.cells()})
-
-
-def check_run(record: records.SweepRecord, run_dir: Path) -> Foreign | None:
-    """Whether `run_dir` (e.g. an archive's extracted member) belongs to the sweep of `record`."""
-    return SweepIdentity.of(record).check(run_dir)
 
 
 def foreign_runs(record: records.SweepRecord, sweep_dir: Path) -> list[Foreign]:
