@@ -14,6 +14,8 @@ from test_status import FakeScheduler, give_jobs, sweep  # noqa: F401 (sweep: a 
 
 from mnistsweep.__main__ import main
 from mnistsweep.execute import scheduler
+from mnistsweep.sweep import records
+from mnistsweep.sweep.layout import SweepLayout
 
 
 def test_a_copy_ignores_the_originals_jobs_and_cancels_nothing(
@@ -42,6 +44,14 @@ def test_a_copy_ignores_the_originals_jobs_and_cancels_nothing(
     assert "4 not started" in capsys.readouterr().out  # not "queued" in someone else's job
     main(["status", str(sweep_dir)])
     assert "4 queued" in capsys.readouterr().out
+
+
+def test_a_job_recorded_without_its_folder_is_ignored_with_one_warning(sweep):  # noqa: F811
+    sweep_dir, cells = sweep
+    line = records.JobRecord(job_id="7", cells=[cells[0].id], submitted="then")
+    records.append_job(SweepLayout(sweep_dir).jobs, line)
+    jobs = scheduler.load_jobs(sweep_dir)
+    assert jobs.jobs == [] and len(jobs.problems) == 1 and "older mnistsweep" in jobs.problems[0]
 
 
 @pytest.mark.slurm

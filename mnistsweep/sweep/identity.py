@@ -165,9 +165,13 @@ def own_jobs(
     others = [job for job in jobs if job.sweep_dir != owner]
     if not others:
         return own, []
-    where = others[0].sweep_dir or "an unrecorded folder"
+    where = others[0].sweep_dir
+    origin = (
+        f"submitted from {where} (this folder is a copy or was moved)"
+        if where
+        else "recorded without the folder that submitted them (an older mnistsweep)"
+    )
     return own, [
-        f"{SweepLayout(sweep_dir).jobs}: {len(others)} job(s) submitted from {where} (this "
-        f"folder is a copy or was moved), e.g. job {others[0].job_id}: ignored here, never "
-        "cancelled from here"
+        f"{SweepLayout(sweep_dir).jobs}: {len(others)} job(s) {origin}, e.g. job "
+        f"{others[0].job_id}: ignored here, never cancelled from here"
     ]
