@@ -358,7 +358,20 @@ def render_script(plan: Plan, data_dir: Path | None, count: int) -> str:
             executor = make_executor(scratch_layout.submitit, sbatch_parameters(plan, code_dir))
             submit_chunk(executor, plan, plan.batches[:count], data_dir)
         script = record.read_text()
-    return script.replace(str(scratch_layout.root), str(layout.root.absolute()))
+    return moved(script, str(scratch_layout.root), str(layout.root.absolute()))
+
+
+def moved(script: str, scratch: str, real: str) -> str:
+    """The script with the scratch folder's name replaced by the sweep folder's, each word that
+    holds it quoted again as submitit quotes it (`--key=` then the value), so a path with
+    spaces, quotes or `$(...)` reads as the very words a real submission writes."""
+
+    def requoted(match: re.Match[str]) -> str:
+        word = match.group(0)
+        key, equals, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        return f"{key}{equals}{shlex.quote(value.replace(scratch, real))}"
+
+    return re.sub(rf"\S*{re.escape(scratch)}\S*", requoted, script)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mnistsweep.errors import MnistsweepError
 from mnistsweep.execute.backend import Backend, LaunchOutcome
+from mnistsweep.sweep.yaml_loader import printable
 
 if TYPE_CHECKING:
     from mnistsweep.execute.launch import LaunchSession
@@ -37,6 +39,7 @@ class SlurmBackend(Backend):
         from mnistsweep.execute import limits, scheduler
 
         request, events = session.request, session.events
+        check_results_path(request.layout.root)
         with session.planned() as plan:
             if plan.todo:
                 warning = memory_warning(plan)
@@ -62,6 +65,7 @@ class SlurmBackend(Backend):
         """The memory warning, the queue's room, and the first sbatch script exactly."""
         from mnistsweep.execute import limits, slurm
 
+        check_results_path(plan.sweep_dir)
         if not plan.batches:
             return []
         warning = memory_warning(plan)
@@ -75,6 +79,17 @@ class SlurmBackend(Backend):
         lines.append(f"\nsbatch script of the first submission ({first} job(s)):\n")
         lines.append(slurm.render_script(plan, data_dir, max(1, first)))
         return lines
+
+
+def check_results_path(sweep_dir: Path) -> None:
+    """SLURM reads `%` in a log file's name as a pattern (%A, %a, %j...): a sweep folder whose
+    path holds one would send the jobs' logs elsewhere, so it is refused before anything."""
+    where = str(sweep_dir.absolute())
+    if "%" in where:
+        raise MnistsweepError(
+            f"{printable(where)}: a path with '%' cannot hold a SLURM sweep (SLURM reads % in "
+            "log file names as a pattern); use another --results-dir"
+        )
 
 
 def memory_warning(plan: Plan) -> str | None:
