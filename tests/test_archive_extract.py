@@ -381,3 +381,53 @@ def test_a_killed_extraction_leaves_nothing_that_blocks_the_retry(tmp_path, orig
     assert main(extract_command(slow, results)) == 0
     assert sorted(p.name for p in results.iterdir()) == sorted([live.name, "small"])
     assert len(SweepLayout(results / "small").run_folders()) == 4
+
+
+class Zeros(io.RawIOBase):
+    """`size` zero bytes, read as a stream (never held in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+@pytest.mark.slow
+def test_a_small_archive_declaring_a_gibibyte_is_refused_in_bounded_memory(tmp_path, original):
+    """150 KB of xz holding a 1 GiB model of zeros: one line, within 1 GiB of address space
+    (the whole-member read of before needed 2.7 GB), nothing written."""
+    import resource
+
+    record = next(member for member in original[1] if member[0] == "small/sweep.json")
+    run = run_folders(original[1])[0]
+    bomb = tmp_path / "bomb.tar.xz"
+    with tarfile.open(bomb, "w:xz", preset=1) as bundle:
+        for name, size, content in (
+            (record[0], len(record[1]), io.BytesIO(record[1])),
+            (f"small/runs/{run}/model.keras", 2**30, Zeros(2**30)),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = size
+            bundle.addfile(info, content)
+    assert bomb.stat().st_size < 2**20
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mnistsweep", *extract_command(bomb, tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        preexec_fn=limited,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and "over the size cap" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and tree(tmp_path / "results") == {}

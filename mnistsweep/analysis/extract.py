@@ -15,8 +15,10 @@ folder; one left by a killed process (its pid gone) is removed by the next extra
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import errno
+import gzip
 import io
 import lzma
 import os
@@ -28,7 +30,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, BinaryIO, cast
 
 import numpy as np
 
@@ -87,7 +89,8 @@ def _stage(archive_path: Path, staging: Path) -> str:
     try:
         with (
             fsio.open_read(archive_path, single_link=False) as stream,
-            tarfile.open(fileobj=stream, mode="r|*", tarinfo=_Member) as bundle,
+            _decompressed(stream) as plain,
+            tarfile.open(fileobj=plain, mode="r|", tarinfo=_Member) as bundle,
         ):
             allowance = _allowance(os.fstat(stream.fileno()).st_size)
             return _copy_members(archive_path, bundle, staging, allowance)
@@ -104,6 +107,21 @@ def _stage(archive_path: Path, staging: Path) -> str:
         if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise fsio.disk_error(staging.parent, error) from None
         raise MnistsweepError(f"{archive_path}: not a readable sweep archive ({error})") from None
+
+
+def _decompressed(stream: BinaryIO) -> IO[bytes]:
+    """The tar inside, decompressed as it is read: each read yields at most what it asks for
+    (tar's own "r|*" inflates a whole compressed block at once: 250 MB for a block of zeros).
+    Closing it leaves `stream` to its own `with`."""
+    magic = stream.read(6)
+    stream.seek(0)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(stream)
+    if magic.startswith(b"\x1f\x8b"):
+        return cast(IO[bytes], gzip.GzipFile(fileobj=stream))
+    if magic.startswith(b"BZh"):
+        return cast(IO[bytes], bz2.BZ2File(stream))
+    return stream
 
 
 class _Member(tarfile.TarInfo):
