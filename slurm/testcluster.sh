@@ -658,7 +658,9 @@ smoke_job() {
     [[ $st =~ ^(FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE) ]] && break
     # Still pending after sbatch's timeout: the cluster is busy with other people's jobs.
     if ((i == 0)) && [[ $(timeout 10 squeue -h -j "$j" -o %T 2>/dev/null) == PENDING ]]; then
-      busy=$(timeout 10 squeue -h -t RUNNING -o %i 2>/dev/null | wc -l)
+      # Any other job counts, pending ones too: another suite's held job or a job between two
+      # requeues keeps the node from the smoke job without being RUNNING at this instant.
+      busy=$(timeout 10 squeue -h -o %i 2>/dev/null | grep -cvx "$j" || true)
       timeout 10 scancel "$j" || true
       if ((busy > 0)) && ((${#STARTED[@]} == 0)); then
         warn "smoke job $j could not start within 60 s: $busy job(s) occupy the cluster; it works, but is busy"
