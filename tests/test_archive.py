@@ -218,3 +218,10 @@ def test_report_regenerates_from_an_extracted_sweep(tmp_path, mnist_dir):
     copy = extract.extract(archive.archive(layout.root)[0], tmp_path / "elsewhere").sweep_dir
     assert main(["report", str(copy), "--data-dir", str(mnist_dir)]) == 0
     assert SweepLayout(copy).report_html.is_file()
+
+
+def test_an_empty_folder_of_the_sweeps_name_is_extracted_into(tmp_path):
+    path = archive.archive(make_sweep(tmp_path / "a").root)[0]
+    (tmp_path / "b" / "small").mkdir(parents=True)
+    extracted = extract.extract(path, tmp_path / "b")
+    assert extracted.added == 4 and (tmp_path / "b" / "small" / "sweep.json").is_file()

@@ -280,7 +280,7 @@ def _as_float32(path: Path) -> None:
 
 def _move(staged: SweepLayout, target: SweepLayout, record: records.SweepRecord) -> Extracted:
     runs = staged.run_folders()
-    if not target.root.exists() and not target.root.is_symlink():
+    if _empty_or_missing(target.root):  # an empty folder is replaced by the rename
         _rename(staged.root, target.root)
         return Extracted(target.root, len(runs), 0)
     _refuse_another_spec(target, record)
@@ -294,6 +294,14 @@ def _move(staged: SweepLayout, target: SweepLayout, record: records.SweepRecord)
         _rename(run.root, destination)
         added += 1
     return Extracted(target.root, added, kept)
+
+
+def _empty_or_missing(folder: Path) -> bool:
+    if folder.is_symlink():
+        return False
+    if not folder.exists():
+        return True
+    return folder.is_dir() and not any(folder.iterdir())
 
 
 def _rename(source: Path, destination: Path) -> None:
