@@ -225,3 +225,11 @@ def test_an_empty_folder_of_the_sweeps_name_is_extracted_into(tmp_path):
     (tmp_path / "b" / "small").mkdir(parents=True)
     extracted = extract.extract(path, tmp_path / "b")
     assert extracted.added == 4 and (tmp_path / "b" / "small" / "sweep.json").is_file()
+
+
+def test_a_results_dir_that_is_a_link_to_a_larger_disk_is_extracted_into(tmp_path):
+    path = archive.archive(make_sweep(tmp_path / "a").root)[0]
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "results").symlink_to(tmp_path / "disk")
+    extracted = extract.extract(path, tmp_path / "results")
+    assert extracted.added == 4 and (tmp_path / "disk" / "small" / "sweep.json").is_file()

@@ -65,7 +65,7 @@ class Refused(MnistsweepError):
 def extract(archive_path: Path, results_dir: Path) -> Extracted:
     """Read an archive back into `results_dir/<sweep name>/` (see the module's rules)."""
     created = not results_dir.exists() and not results_dir.is_symlink()
-    fsio.ensure_dir(results_dir)
+    _results_folder(results_dir)
     _remove_stale_staging(results_dir)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{_owner()}-", dir=results_dir))
@@ -79,6 +79,17 @@ def extract(archive_path: Path, results_dir: Path) -> Extracted:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
             _remove_if_empty(results_dir)
+
+
+def _results_folder(results_dir: Path) -> None:
+    """Created if missing; it may be a link (to a larger disk), as for every other command:
+    the sweep folder inside it is where links are refused."""
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MnistsweepError(f"{results_dir}: is a file; --results-dir must be a folder") from None
+    except OSError as error:
+        raise fsio.disk_error(results_dir, error) from None
 
 
 # --- staging: one pass over the members --------------------------------------------------------
