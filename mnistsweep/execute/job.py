@@ -166,7 +166,7 @@ def promoted_since(
     return [
         cell
         for cell, outcome in zip(cells, outcomes, strict=True)
-        if outcome["status"] == "stopped early"
+        if outcome["status"] == state.CellState.STOPPED_EARLY.value
         and state.derive(layout.run(cell)).state is state.CellState.INTERRUPTED
     ]
 

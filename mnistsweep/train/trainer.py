@@ -35,6 +35,7 @@ from mnistsweep.errors import MnistsweepError  # noqa: E402
 from mnistsweep.sweep import records, rungs  # noqa: E402
 from mnistsweep.sweep.layout import RunLayout, SweepLayout  # noqa: E402
 from mnistsweep.sweep.spec import Cell  # noqa: E402
+from mnistsweep.sweep.state import CellState  # noqa: E402
 from mnistsweep.train import data, models, provenance  # noqa: E402
 from mnistsweep.train.checkpoint import Checkpoints  # noqa: E402
 from mnistsweep.train.pace import Pace  # noqa: E402
@@ -293,7 +294,8 @@ def run_cell(
             )
         except rungs.StoppedEarly as stopped:  # its checkpoint stays: a promotion resumes it
             records.write(run.history, records.RunHistory(state.history))
-            return {"cell_id": cell.id, "status": "stopped early", "epochs_run": stopped.rung}
+            status = CellState.STOPPED_EARLY.value
+            return {"cell_id": cell.id, "status": status, "epochs_run": stopped.rung}
         scores: dict[str, Any] = {}
         if state.diverged_at is None:
             with clock("evaluate"):
