@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mnistsweep.__main__ import main
@@ -25,6 +25,7 @@ not_an_integer = st.text(min_size=1, max_size=20).filter(lambda text: not IN_RAN
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(value=st.one_of(out_of_range, not_an_integer))
+@example(value="9" * 5000)  # above Python's limit for int("...")
 def test_concurrent_cells_outside_the_schema_is_one_error_line(capsys, tmp_path, value):
     args = ["launch", str(SPEC), "--dry-run", "--executor", "local"]
     results = ["--results-dir", str(tmp_path / "results")]

@@ -96,8 +96,11 @@ def make_request(args: argparse.Namespace) -> LaunchRequest:
 
 
 def number(text: str | None) -> int | str | None:
-    """An integer as given; anything else is passed on for the schema to refuse."""
-    return int(text) if text is not None and re.fullmatch(r"[+-]?[0-9]+", text.strip()) else text
+    """An integer as given; anything else (a number of thousands of digits too) is passed on
+    for the schema to refuse."""
+    if text is not None and re.fullmatch(r"[+-]?[0-9]{1,18}", text.strip()):
+        return int(text)
+    return text
 
 
 def with_overrides(spec: Spec, options: dict[str, object]) -> Spec:
