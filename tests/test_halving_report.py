@@ -98,3 +98,18 @@ def test_a_log_uniform_axis_is_drawn_on_a_log_scale_and_stopped_cells_hollow(tmp
     completed, stopped = learning_rate.collections
     assert len(completed.get_offsets()) == 2 and len(stopped.get_offsets()) == 4
     assert (stopped.get_facecolors()[:, 3] == 0).all()  # hollow
+
+
+def test_cells_stopped_early_are_not_reported_as_missing_results(tmp_path):
+    """A stopped cell has no result.json by design: the search section shows it, and the
+    report's problems do not list it as a result still to come."""
+    from mnistsweep.analysis.runs import load_runs
+
+    layout = searched_sweep(tmp_path)
+    stopped = [run for run in layout.run_folders() if run.stopped_early.exists()]
+    assert len(stopped) == 4
+    loaded = load_runs(layout.root)
+    assert len(loaded.frame) == 2
+    assert not any("no result.json" in problem for problem in loaded.problems), loaded.problems
+    stopped[0].stopped_early.unlink()  # no longer stopped: its missing result is news again
+    assert sum("no result.json" in p for p in load_runs(layout.root).problems) == 1

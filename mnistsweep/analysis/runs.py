@@ -56,7 +56,8 @@ def load_runs(sweep_dir: Path) -> SweepRuns:
             problems.append(f"{printable(str(error))} (skipped)")
             continue
         if result is None:
-            problems.append(f"{run.root.name}: no result.json yet (skipped)")
+            if not run.stopped_early.exists():  # a stopped cell is the search section's, no problem
+                problems.append(f"{run.root.name}: no result.json yet (skipped)")
             continue
         rows.append(flatten(result, run))
     if foreign:

@@ -73,13 +73,16 @@ def describe(sweep_dir: Path, row: CellRow) -> list[str]:
     from mnistsweep.sweep.state import CellState
 
     view, state = row.view, row.view.state
+    width = max(len(each.value) for each in CellState)  # the columns line up
     detail = view.detail
     if state is CellState.TRAINING:
         total = row.cell.config.get("epochs")
         detail = f"epoch {view.epochs_done + 1} of {total}" if total else "training"
     elif state in (CellState.INTERRUPTED, CellState.REQUEUED) and view.epochs_done:
         detail = f"{detail}; {view.epochs_done} epoch(s) committed".lstrip("; ")
-    lines = [f"  {state.value:<12} {view.job_id or '-':<12} {row.cell.name}  {detail}".rstrip()]
+    lines = [
+        f"  {state.value:<{width}} {view.job_id or '-':<12} {row.cell.name}  {detail}".rstrip()
+    ]
     if state in (CellState.FAILED, CellState.LOST, CellState.INTERRUPTED):
         from mnistsweep.sweep.layout import SweepLayout
 
@@ -87,7 +90,7 @@ def describe(sweep_dir: Path, row: CellRow) -> list[str]:
         error_file = SweepLayout(sweep_dir).run(row.cell).error
         shown = logs[0] if logs else (error_file if error_file.is_file() else None)
         if shown is not None:
-            lines.append(f"  {'':<12} {'':<12} log: {shown}")
+            lines.append(f"  {'':<{width}} {'':<12} log: {shown}")
     return lines
 
 
