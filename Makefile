@@ -23,6 +23,7 @@ run: data
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 # A live single-machine SLURM (needs root and Debian's packages); tests marked slurm use it.

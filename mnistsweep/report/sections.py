@@ -6,6 +6,7 @@ is, and the templates escape it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -468,7 +469,9 @@ def _points(value: object, signed: bool) -> str:
 
 
 def _plain(value: object) -> str:
-    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+    """A table cell as text; a missing value (None, NaN, pandas' NA) as an empty cell."""
+    missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    return "" if missing else str(value)
 
 
 # --- provenance: what made the results ------------------------------------------------------------
