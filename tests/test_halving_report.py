@@ -76,6 +76,9 @@ def test_the_report_shows_the_sampled_axes_the_rungs_and_the_budget_saved(tmp_pa
     write_report(layout.root)
     markdown = layout.report_md.read_text()
     assert "## Search: sampled axes and early stopping" in markdown
+    # the spec's own blocks (yaml.safe_dump sorted its keys), not sweep.json's one per draw
+    shown = markdown.replace("\\_", "_")
+    assert "Grid: 6 samples of dropout, learning_rate x 1 arch = 6 cells" in shown
     assert "rungs after epoch 1, 3" in markdown
     # 2 cells x 9 epochs + 4 x 1 of a budget of 6 x 9: 22 of 54, 59% saved
     assert "| 6 | 2 | 4 | 22 | 54 | 59% |" in markdown.replace("|   ", "| ").replace("  ", " ")

@@ -35,6 +35,7 @@ class Inputs:
     data_problem: str | None
     grids: tuple[Grid, ...] = ()  # the spec's grid blocks, in its order
     block_titles: tuple[str, ...] = ()  # each block's label, or "block N"; "" for a lone one
+    grid_summary: str = "one cell"  # "2 arch x 5 seed + 8 samples of learning_rate x 5 seed"
 
     @property
     def keys(self) -> list[str]:
@@ -122,7 +123,29 @@ def load(sweep_dir: Path, top_k: int | None, data_dir: Path | None) -> Inputs:
         (labels[i] if i < len(labels) else None) or ("" if len(grids) == 1 else f"block {i + 1}")
         for i in range(len(grids))
     )
-    return Inputs(layout, record, found, chosen, mnist, problem, grids, titles)
+    summary = grid_summary(spec) if spec is not None else grid_summary_of_record(record)
+    return Inputs(layout, record, found, chosen, mnist, problem, grids, titles, summary)
+
+
+def grid_summary(spec: Spec) -> str:
+    """Each block's size as its spec wrote it: a sampled block is its draws, not one block per
+    draw as sweep.json records it."""
+    blocks = []
+    for block, grid in enumerate(spec.grids):
+        draws = spec.samples[block] if block < len(spec.samples) else ()
+        sampled = [axis for axis in grid if axis in draws[0]] if draws else []  # spec order
+        parts = [f"{len(draws)} samples of {', '.join(sampled)}"] if draws else []
+        parts += [f"{len(values)} {axis}" for axis, values in grid.items() if axis not in sampled]
+        blocks.append(" x ".join(parts) or "one cell")
+    return " + ".join(blocks) or "one cell"
+
+
+def grid_summary_of_record(record: records.SweepRecord) -> str:
+    sizes = " + ".join(
+        " x ".join(f"{len(values)} {axis}" for axis, values in grid.items()) or "one cell"
+        for grid in record.grid
+    )
+    return sizes or "one cell"
 
 
 def _recorded_spec(layout: SweepLayout, record: records.SweepRecord) -> Spec | None:

@@ -134,14 +134,10 @@ def spec(inputs: Inputs) -> list[Section]:
         # sweep.json's spec made the runs; a spec.yaml edited since is not shown as it
         recorded = {"name": record.name, "grid": record.grid, "train": record.train}
         text = yaml.safe_dump(recorded, sort_keys=False)
-    sizes = " + ".join(
-        " x ".join(f"{len(values)} {axis}" for axis, values in grid.items()) or "one cell"
-        for grid in record.grid
-    )
     return [
         Section("Spec").add(
             paragraph(
-                f"Grid: {sizes or 'one cell'} = {record.cells} cells; ensembles of up to "
+                f"Grid: {inputs.grid_summary} = {record.cells} cells; ensembles of up to "
                 f"{inputs.top_k} runs for the top-k view. Launched from ",
                 code(record.spec_path or "?"),
                 ".",
