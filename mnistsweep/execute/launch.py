@@ -56,10 +56,12 @@ class LaunchSession:
         )
 
     @contextmanager
-    def planned(self, announce: bool = True) -> Iterator[planning.Plan]:
+    def planned(
+        self, announce: bool = True, wait_seconds: float = LOCK_WAIT_SECONDS
+    ) -> Iterator[planning.Plan]:
         """Under the launch lock, a plan made now (told to the user unless `announce` is off):
         cells a live job covers are never given to a second one."""
-        with launch_lock(self.request.layout):
+        with launch_lock(self.request.layout, wait_seconds):
             plan = self.plan()
             if announce:
                 self.events.planned(plan)
@@ -90,14 +92,18 @@ def dry_run(request: LaunchRequest, events: LaunchEvents) -> DryRun:
     return DryRun(plan, backend.dry_run(plan, request.data_dir))
 
 
+class LockHeld(MnistsweepError):
+    """Another launch (or feeder) of the sweep holds its launch lock."""
+
+
 @contextmanager
-def launch_lock(layout: SweepLayout) -> Iterator[None]:
+def launch_lock(layout: SweepLayout, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
     """One launch of a sweep plans and submits at a time, so two cannot both submit its cells.
     A launch that created the sweep folder and fails leaves no folder behind."""
     created = [f for f in (layout.root, *layout.root.parents) if not (f.exists() or f.is_symlink())]
     descriptor = fsio.open_lock(layout.launch_lock)
     try:
-        take_lock(descriptor, layout)
+        take_lock(descriptor, layout, wait_seconds)
         try:
             yield
         except BaseException:
@@ -113,15 +119,15 @@ def launch_lock(layout: SweepLayout) -> Iterator[None]:
         os.close(descriptor)
 
 
-def take_lock(descriptor: int, layout: SweepLayout) -> None:
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+def take_lock(descriptor: int, layout: SweepLayout, wait_seconds: float) -> None:
+    deadline = time.monotonic() + wait_seconds
     while True:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise MnistsweepError(
+            if time.monotonic() >= deadline:
+                raise LockHeld(
                     f"{layout.root}: another launch of this sweep is still submitting; "
                     "launch again once it is done"
                 ) from None
