@@ -3,6 +3,7 @@
 ```
 <results-dir>/<sweep name>/
   sweep.json  spec.yaml  jobs.jsonl  .launch.lock        what was launched, and where it went
+  feeding.json                                           what waits to be sent (execute.feeder)
   runs/<cell-name>--<id>/                                one folder per cell (RunLayout)
   code/<launch time>/mnistsweep/                         the code the jobs import
   submitit/<array id>/                                   submitit's pickles and task logs
@@ -145,6 +146,11 @@ class SweepLayout:
     @property
     def launch_lock(self) -> Path:
         return self.root / ".launch.lock"
+
+    @property
+    def feeding(self) -> Path:
+        """Jobs the queue had no room for yet, and the feeder job that sends them later."""
+        return self.root / "feeding.json"
 
     # --- the cells -----------------------------------------------------------------------------
     @property

@@ -102,6 +102,19 @@ class JobRecord(Record):
     sweep_dir: str = ""  # the resolved folder that submitted it: a copy of it never acts on it
 
 
+# --- feeding.json --------------------------------------------------------------------------------
+
+
+class FeedingRecord(Record):
+    """What the queue had no room for at the last submission round, and who sends it later."""
+
+    cells_left: Count
+    jobs_left: Count
+    limits: str  # the cluster's limits that held them back
+    feeder: Annotated[str, Field(pattern=r"^([0-9]+)?$")] = ""  # its job id; "" when none
+    waited_on: list[str] = Field(default_factory=list)  # the jobs the feeder starts after
+
+
 # --- runs/<cell>/state.json -----------------------------------------------------------------------
 
 
