@@ -55,7 +55,12 @@ def show_dry_run(dry_run: DryRun) -> int:
 
 def show_outcome(outcome: LaunchOutcome, request: LaunchRequest) -> int:
     plan = outcome.plan
-    if outcome.jobs_left:
+    if outcome.jobs_left and outcome.feeder:
+        console.print(
+            f"{outcome.jobs_left} job(s) wait for room in the queue ({outcome.queue_limits}): "
+            f"feeder job {outcome.feeder} submits them as room frees; nobody needs to stay"
+        )
+    elif outcome.jobs_left:
         console.print(
             f"{outcome.jobs_left} job(s) not submitted: the queue is full for you "
             f"({outcome.queue_limits}); launch again when some jobs have ended (it submits the "

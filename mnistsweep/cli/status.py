@@ -46,7 +46,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from mnistsweep.execute import scheduler
+    from mnistsweep.execute import feeder, scheduler
     from mnistsweep.sweep import guard
     from mnistsweep.sweep.state import CellState
 
@@ -62,6 +62,9 @@ def run_status(args: argparse.Namespace) -> int:
             for line in describe(args.sweep_dir, row):
                 console.print(line, markup=False)
     warn(status.warnings)
+    waiting = feeder.waiting_line(args.sweep_dir)  # cells the queue had no room for yet
+    if waiting:
+        console.print(waiting, markup=False)
     if len(counts) > 1 or not counts[CellState.COMPLETED]:
         console.print(f"a cell's task log: python -m mnistsweep logs {args.sweep_dir} CELL")
     return 1 if any(state.is_ended_badly for state in counts) else 0

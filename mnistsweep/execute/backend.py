@@ -45,6 +45,7 @@ class LaunchOutcome:
     ended: tuple[tuple[Cell, CellView], ...] | None = None  # their states, once all ended
     jobs_left: int = 0  # jobs the queue had no room for: a later launch submits them
     queue_limits: str = ""  # the cluster's limits that left them out
+    feeder: str = ""  # the feeder job that submits them as room frees (execute.feeder)
 
     @property
     def counts(self) -> Counter[CellState]:

@@ -40,15 +40,19 @@ class ClusterLimits:
     qos: str = "normal"
     enforced: bool = False  # AccountingStorageEnforce applies the submit limits
 
-    def room(self, queue: QueueCounts) -> int | None:
-        """How many more jobs (array tasks) may be queued now; None when nothing limits it."""
+    def room(self, queue: QueueCounts, feeder: bool = False) -> int | None:
+        """How many more jobs (array tasks) may be queued now; None when nothing limits it.
+        With `feeder`, one place is kept for a feeder job (execute.feeder): it runs in the
+        user's default QOS, so it counts against the sweep's QOS only when that is `normal`."""
+        kept = int(feeder)
         rooms = []
         if self.enforced and self.max_submit_jobs is not None:
-            rooms.append(self.max_submit_jobs - queue.own)
+            rooms.append(self.max_submit_jobs - queue.own - kept)
         if self.enforced and self.max_submit_jobs_in_qos is not None:
-            rooms.append(self.max_submit_jobs_in_qos - queue.own_in_qos)
+            in_qos = kept if self.qos == "normal" else 0
+            rooms.append(self.max_submit_jobs_in_qos - queue.own_in_qos - in_qos)
         if self.max_job_count is not None:
-            rooms.append(self.max_job_count - queue.everyone)
+            rooms.append(self.max_job_count - queue.everyone - kept)
         return max(0, min(rooms)) if rooms else None
 
     def describe(self) -> str:

@@ -249,6 +249,7 @@ def chunks(batches: Sequence[list[Cell]], size: int) -> list[Sequence[list[Cell]
 class Submission:
     jobs: list[submitit.Job[Any]] = field(default_factory=list)
     batches: list[list[Cell]] = field(default_factory=list)  # what the jobs train, in order
+    code_dir: Path | None = None  # the snapshot the jobs import
 
     @property
     def arrays(self) -> list[str]:
@@ -263,14 +264,18 @@ def submit(
 ) -> Submission:
     """Submit `batches` in as few arrays as MaxArraySize allows; record which job has which
     cells. A refusal removes what it created (the snapshot and submitit's files when nothing
-    went out) and raises SubmissionRefused naming sbatch's reason."""
+    went out) and raises SubmissionRefused naming sbatch's reason.
+
+    Each array starts after the sweep's arrays before it (see `after_live_arrays`)."""
     layout = SweepLayout(plan.sweep_dir)
     submission = Submission()
     with leaves_nothing_behind(layout, submission):
-        code_dir = snapshot_code(layout)
+        submission.code_dir = code_dir = snapshot_code(layout)
         executor = make_executor(layout.submitit, sbatch_parameters(plan, code_dir))
+        before = live_arrays(plan)
         # MaxArraySize N: indices 0..N-1, so at most N tasks per array
         for chunk in chunks(batches, max_array_size or len(batches)):
+            executor.update_parameters(dependency=after_arrays(before))
             try:
                 jobs = submit_chunk(executor, plan, chunk, data_dir)
             except SubmissionRefused as refused:
@@ -278,7 +283,24 @@ def submit(
             submission.jobs += jobs
             submission.batches += chunk
             record_jobs(layout, jobs, chunk)
+            before = submission.arrays[-1:]
     return submission
+
+
+def live_arrays(plan: Plan) -> list[str]:
+    """The sweep's arrays that still have a cell queued or training."""
+    return sorted({job_id.split("_")[0] for job_id in plan.covering.values() if job_id}, key=int)
+
+
+def after_arrays(arrays: Sequence[str]) -> str | None:
+    """`executor.slurm.array_parallelism` holds for the whole sweep, not per array: an array
+    starts only once every array of the sweep before it has ended (`afterany`), and SLURM's
+    `%N` throttles the one that runs. Chaining was chosen over dividing the cap between arrays:
+    a divided cap stays divided while one array's tail runs alone and the others have ended,
+    and the throttle of a live array would need `scontrol update` at every change; a chain
+    needs nothing afterwards, survives any array being cancelled (afterany), and costs only
+    the tail of each array (a MaxArraySize chunk is far larger than the cap)."""
+    return f"afterany:{':'.join(arrays)}" if arrays else None
 
 
 @contextlib.contextmanager
@@ -356,6 +378,7 @@ def render_script(plan: Plan, data_dir: Path | None, count: int) -> str:
         scratch_layout = SweepLayout(scratch / "sweep")
         with path_first(tools):
             executor = make_executor(scratch_layout.submitit, sbatch_parameters(plan, code_dir))
+            executor.update_parameters(dependency=after_arrays(live_arrays(plan)))
             submit_chunk(executor, plan, plan.batches[:count], data_dir)
         script = record.read_text()
     return moved(script, str(scratch_layout.root), str(layout.root.absolute()))

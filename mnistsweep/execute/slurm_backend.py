@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from mnistsweep.execute.launch import LaunchSession
     from mnistsweep.execute.limits import ClusterLimits
     from mnistsweep.execute.plan import Plan
-    from mnistsweep.sweep.spec import Spec
+    from mnistsweep.execute.slurm import Submission
+    from mnistsweep.sweep.spec import Cell, Spec
 
 NO_LIMIT = 10**9  # room in a queue whose limits are unknown
 
@@ -57,7 +58,12 @@ class SlurmBackend(Backend):
                 submitted, left = submit_round(session, again, cluster)
             job_ids += submitted
         if left or not waited_for or not request.wait:
-            return LaunchOutcome(plan, waited_for, None, left, cluster.describe())
+            from mnistsweep.execute import feeder
+
+            fed_by = feeder.read(request.layout) if left else None
+            return LaunchOutcome(
+                plan, waited_for, None, left, cluster.describe(), fed_by.feeder if fed_by else ""
+            )
         scheduler.wait(job_ids, events.watch(plan, waited_for, detached=True))
         return session.ended(plan, waited_for)
 
@@ -102,22 +108,36 @@ def memory_warning(plan: Plan) -> str | None:
 def submit_round(
     session: LaunchSession, plan: Plan, cluster: ClusterLimits
 ) -> tuple[list[str], int]:
-    """Submit the planned batches the queue has room for; (job ids, batches left over). Failed
-    cells to retry are set aside first, and put back when sbatch refuses them."""
-    from mnistsweep.execute import limits, slurm
-    from mnistsweep.execute import plan as planning
-    from mnistsweep.sweep import guard
-    from mnistsweep.sweep.layout import SweepLayout
+    """Submit the planned batches the queue has room for; (job ids, batches left over). What
+    is left over, a feeder job sends later (execute.feeder), unless the launcher waits."""
+    from mnistsweep.execute import feeder
     from mnistsweep.train import data
 
     if not plan.todo:
+        feeder.settle(session, plan, cluster, [], None, [])
         return [], 0
     data_dir = session.request.data_dir
     data.load(data_dir)  # fail here, not in every job, when the data is missing
-    room = limits.room_now(cluster)
-    batches = plan.batches if room is None else plan.batches[:room]
-    if not batches:
-        return [], len(plan.batches)
+    batches = plan.batches[: feeder.sendable(session, plan, cluster)]
+    left = plan.batches[len(batches) :]
+    submission = send(session, plan, batches, cluster) if batches else None
+    sent = [str(job.job_id) for job in submission.jobs] if submission else []
+    code_dir = submission.code_dir if submission else None
+    feeder.settle(session, plan, cluster, sent, code_dir, left)
+    return sent, len(left)
+
+
+def send(
+    session: LaunchSession, plan: Plan, batches: list[list[Cell]], cluster: ClusterLimits
+) -> Submission:
+    """Submit `batches`. Failed cells to retry are set aside first, and put back when sbatch
+    refuses them."""
+    from mnistsweep.execute import plan as planning
+    from mnistsweep.execute import slurm
+    from mnistsweep.sweep import guard
+    from mnistsweep.sweep.layout import SweepLayout
+
+    data_dir = session.request.data_dir
     retried = [cell for batch in batches for cell in batch if cell.id in plan.retried]
     set_aside = [planning.archive_failure(plan, cell) for cell in retried]
     try:
@@ -144,4 +164,4 @@ def submit_round(
         f"submitted {cells} cells in {len(submission.jobs)} job(s) as {len(arrays)} "
         f"array(s): {', '.join(arrays)}"
     )
-    return [str(job.job_id) for job in submission.jobs], len(plan.batches) - len(batches)
+    return submission
