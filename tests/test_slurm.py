@@ -146,7 +146,8 @@ def test_packed_sweep_runs_as_one_array_with_a_failure_isolated(cluster, tmp_pat
     assert "injected failure" in status.stdout
 
     again = cli(tmp_path, mnist_dir, "launch", str(spec_path))
-    assert again.returncode == 0 and "0 to train" in again.stdout and "skipping 5" in again.stdout
+    assert again.returncode == 1  # the failed cell is kept: the launch says so, and exits 1
+    assert "0 to train" in again.stdout and "skipping 5" in again.stdout
     assert len((sweep_dir / "jobs.jsonl").read_text().splitlines()) == 3  # nothing submitted
 
     retry = cli(tmp_path, mnist_dir, "launch", str(spec_path), "--retry-failed", "--wait")
@@ -260,7 +261,7 @@ def test_status_and_cancel_against_pending_jobs(cluster, tmp_path, mnist_dir, mo
         30,
         "sacct to show the cancellation",
     )
-    assert "3 lost" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
+    assert "3 cancelled" in cli(tmp_path, mnist_dir, "status", str(sweep_dir)).stdout
 
 
 def test_arrays_are_split_below_max_array_size(cluster, tmp_path, mnist_dir, monkeypatch):

@@ -160,7 +160,7 @@ def test_pending_tasks_show_the_reason_and_restarts_mean_requeued(sweep, fake_sc
     assert [call.split()[0] for call in fake_scheduler.calls] == ["sacct", "squeue"]
 
 
-def test_ended_jobs_make_cells_interrupted_or_lost(sweep, fake_scheduler, capsys):
+def test_ended_jobs_make_cells_interrupted_cancelled_or_lost(sweep, fake_scheduler, capsys):
     sweep_dir, cells = sweep
     give_jobs(sweep_dir, {"5_0": [cells[0]], "5_1": [cells[1]], "6": [cells[2]]})
     commit_epochs(sweep_dir, cells[0], 2)
@@ -169,7 +169,7 @@ def test_ended_jobs_make_cells_interrupted_or_lost(sweep, fake_scheduler, capsys
 
     assert code == 1
     assert "interrupted" in line_of(out, cells[0]) and "TIMEOUT" in line_of(out, cells[0])
-    assert "lost" in line_of(out, cells[1]) and "CANCELLED" in line_of(out, cells[1])
+    assert "cancelled by 0; launch again to resume" in line_of(out, cells[1])
     assert "unknown to the scheduler" in line_of(out, cells[2])
     assert "not started" in line_of(out, cells[3])
 

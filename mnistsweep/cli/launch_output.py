@@ -80,16 +80,26 @@ def nothing_to_train(plan: Plan, data_dir: Path | None) -> int:
         console.print("nothing to train here: the other selected cells are in live hands")
     else:
         console.print("nothing to train: every selected cell has a result")
+    code = 1 if kept_badly(plan) else 0
     if plan.count("completed"):
         from mnistsweep.cli.results import aggregate, report
         from mnistsweep.sweep.layout import SweepLayout
 
-        code = aggregate(plan.sweep_dir)
+        code = max(code, aggregate(plan.sweep_dir))
         layout = SweepLayout(plan.sweep_dir)
         if not (layout.report_md.is_file() and layout.report_html.is_file()):
             report(plan.sweep_dir, top_k=None, data_dir=data_dir)
-        return code
-    return 0
+    return code
+
+
+def kept_badly(plan: Plan) -> int:
+    """Cells the plan keeps as they are although they ended badly (failed, kept until
+    --retry-failed; damaged by a foreign folder): the launch exits 1 for them too."""
+    from mnistsweep.sweep.state import CellState
+
+    return sum(
+        1 for state in plan.statuses.values() if isinstance(state, CellState) and state.is_bad_news
+    )
 
 
 def describe_covering(plan: Plan, shown: int = 6) -> None:
@@ -136,4 +146,4 @@ def report_outcome(outcome: LaunchOutcome, data_dir: Path | None) -> int:
         console.print(f"  {view.state} {cell.name}: {view.detail}", markup=False)
     aggregate(outcome.plan.sweep_dir)
     report(outcome.plan.sweep_dir, top_k=None, data_dir=data_dir)
-    return 1 if outcome.ended_badly or outcome.unfinished else 0
+    return 1 if outcome.ended_badly or outcome.unfinished or kept_badly(outcome.plan) else 0

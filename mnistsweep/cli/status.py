@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 STATUS_HELP = """\
 Each cell's state from its folder and the scheduler (one sacct call, at most one squeue):
 not started, queued (with the scheduler's reason), training (epoch k of N), requeued,
-interrupted (a plain relaunch resumes it), lost, completed, diverged, failed, damaged.
-Exit code: 0 when no cell failed, was lost or is damaged; 1 when some did; 2 on a user error
-(no such sweep folder, damaged sweep.json)."""
+interrupted and cancelled (a plain relaunch resumes them), lost, unknown (accounting down),
+completed, diverged, failed (the log's line that says why), out of memory, damaged.
+Exit code: 0 when no cell failed, ran out of memory, was lost, is damaged or unknown; 1 when
+some did; 2 on a user error (no such sweep folder, damaged sweep.json)."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,7 +68,10 @@ def run_status(args: argparse.Namespace) -> int:
         console.print(waiting, markup=False)
     if len(counts) > 1 or not counts[CellState.COMPLETED]:
         console.print(f"a cell's task log: python -m mnistsweep logs {args.sweep_dir} CELL")
-    return 1 if any(state.is_ended_badly for state in counts) else 0
+    return 1 if any(state.is_bad_news for state in counts) else 0
+
+
+RESUMABLE = frozenset({"interrupted", "requeued", "cancelled", "unknown"})
 
 
 def describe(sweep_dir: Path, row: CellRow) -> list[str]:
@@ -81,12 +85,14 @@ def describe(sweep_dir: Path, row: CellRow) -> list[str]:
     if state is CellState.TRAINING:
         total = row.cell.config.get("epochs")
         detail = f"epoch {view.epochs_done + 1} of {total}" if total else "training"
-    elif state in (CellState.INTERRUPTED, CellState.REQUEUED) and view.epochs_done:
+    elif state in RESUMABLE and view.epochs_done:
         detail = f"{detail}; {view.epochs_done} epoch(s) committed".lstrip("; ")
+    if state is CellState.CANCELLED:
+        detail = f"{detail}; launch again to resume".lstrip("; ")
     lines = [
         f"  {state.value:<{width}} {view.job_id or '-':<12} {row.cell.name}  {detail}".rstrip()
     ]
-    if state in (CellState.FAILED, CellState.LOST, CellState.INTERRUPTED):
+    if state.is_bad_news or state is CellState.INTERRUPTED:
         from mnistsweep.sweep.layout import SweepLayout
 
         logs = scheduler.task_logs(sweep_dir, [view.job_id] if view.job_id else [])

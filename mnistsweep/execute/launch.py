@@ -68,9 +68,13 @@ class LaunchSession:
             yield plan
 
     def ended(self, plan: planning.Plan, cells: Sequence[Cell]) -> LaunchOutcome:
-        """The outcome once every one of `cells` ended: each cell's state."""
+        """The outcome once every one of `cells` ended: each cell's state, its job's included
+        (a setup line that failed, an out-of-memory kill, a cancel)."""
         layout = SweepLayout(plan.sweep_dir)
-        views = tuple((cell, cell_state.derive(layout.run(cell))) for cell in cells)
+        known = planning.cell_views(layout, cells)
+        views = tuple(
+            (cell, known.get(cell.id) or cell_state.derive(layout.run(cell))) for cell in cells
+        )
         return LaunchOutcome(plan, tuple(cells), views)
 
 

@@ -141,7 +141,7 @@ def plan_launch(
         else:
             statuses[cell.id] = Decision.TODO
             todo.append(cell)
-            if failed or state is cell_state.CellState.DAMAGED:  # its record is kept aside
+            if view and (view.result or state is cell_state.CellState.DAMAGED):  # kept aside
                 retried.add(cell.id)
     batches = pack(todo, backend.cells_per_job(spec, len(todo)))
     peaks = peak_rss_by_arch(views.values())

@@ -58,8 +58,10 @@ def phase_of(state: str) -> JobPhase:
     return JobPhase.UNKNOWN
 
 
-def job_view(job_id: str, state: str, reason: str = "", restarts: int = 0) -> JobView:
-    return JobView(job_id, state, reason, restarts, phase_of(state))
+def job_view(
+    job_id: str, state: str, reason: str = "", restarts: int = 0, memory: str = ""
+) -> JobView:
+    return JobView(job_id, state, reason, restarts, phase_of(state), memory)
 
 
 def slurm_output(command: Sequence[str], timeout_s: float = COMMAND_TIMEOUT_S) -> str | None:
@@ -126,13 +128,20 @@ class SchedulerView:
     calls: int = 0  # scheduler commands run for this view
     problems: list[str] = field(default_factory=list)
     answered: bool = False  # sacct answered: a job it does not list is unknown to the scheduler
+    accounting_down: bool = False  # sacct ran and failed (slurmdbd unreachable)
+    queue_answered: bool = False  # squeue answered: a job it does not list left the queue
 
     def job(self, job_id: str) -> JobView | None:
-        """The job's view; an empty state when sacct answered without it; None when no one
-        could say."""
+        """The job's view; an empty state when sacct answered without it; with accounting
+        down, what squeue's silence means; None when there is no scheduler here."""
         if job_id in self.jobs:
             return self.jobs[job_id]
-        return job_view(job_id, "") if self.answered else None
+        if self.answered:
+            return job_view(job_id, "")
+        if self.accounting_down:
+            phase = JobPhase.LEFT_QUEUE if self.queue_answered else JobPhase.UNOBSERVED
+            return JobView(job_id, "", phase=phase)
+        return None
 
 
 def observe(job_ids: Iterable[str]) -> SchedulerView:
@@ -147,9 +156,11 @@ def observe(job_ids: Iterable[str]) -> SchedulerView:
         return view
     arrays = sorted({job_id.split("_")[0] for job_id in wanted}, key=int)
     listing = run_command(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", ",".join(arrays)], view
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason,ReqMem", "-j", ",".join(arrays)],
+        view,
     )
     view.answered = listing is not None
+    view.accounting_down = listing is None and view.calls > 0
     view.jobs = parse_sacct(listing or "", wanted)
     unsettled = [
         job_id
@@ -160,6 +171,7 @@ def observe(job_ids: Iterable[str]) -> SchedulerView:
         queue = run_command(
             ["squeue", "-h", "-r", "-O", SQUEUE_FORMAT, "-j", ",".join(arrays)], view
         )
+        view.queue_answered = queue is not None
         view.jobs.update(parse_squeue(queue or "", wanted))
     return view
 
@@ -176,15 +188,19 @@ def run_command(command: list[str], view: SchedulerView) -> str | None:
     except subprocess.TimeoutExpired:
         view.problems.append(f"{command[0]} did not answer in {COMMAND_TIMEOUT_S} s")
         return None
-    if done.returncode != 0 and command[0] == "sacct":
+    # squeue exits 1 too when none of the jobs is in the queue any more: that is an answer.
+    gone = command[0] == "squeue" and "Invalid job id" in done.stderr
+    if done.returncode != 0 and not gone:
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
-        view.problems.append(f"sacct failed: {first}")
+        if command[0] == "sacct":
+            first += "; the states below come from squeue and the run folders"
+        view.problems.append(f"{command[0]} failed: {first}")
         return None
-    return done.stdout  # squeue exits 1 when none of the jobs is in the queue any more
+    return done.stdout
 
 
 def parse_sacct(listing: str, wanted: Sequence[str]) -> dict[str, JobView]:
-    """`JobID|State|Reason` lines -> the wanted tasks' views. Pending tasks come as ranges
+    """`JobID|State|Reason|ReqMem` lines -> the wanted tasks' views. Pending tasks come as ranges
     (`12_[3-5,7%2]`); a bare array id (`12`, e.g. a cancelled pending range) stands for each
     of its tasks that has no line of its own."""
     rows: dict[str, JobView] = {}
@@ -193,13 +209,14 @@ def parse_sacct(listing: str, wanted: Sequence[str]) -> dict[str, JobView]:
         if len(parts) < 2 or not parts[0].strip():
             continue
         reason = parts[2].strip() if len(parts) > 2 and parts[2].strip() != "None" else ""
+        memory = parts[3].strip() if len(parts) > 3 else ""
         for task in expand_array_id(parts[0].strip()):
-            rows[task] = job_view(task, parts[1].strip() or "UNKNOWN", reason)
+            rows[task] = job_view(task, parts[1].strip() or "UNKNOWN", reason, 0, memory)
     views = {}
     for job_id in wanted:
         own = rows.get(job_id) or rows.get(job_id.split("_")[0])
         if own is not None:
-            views[job_id] = job_view(job_id, own.state, own.reason, own.restarts)
+            views[job_id] = job_view(job_id, own.state, own.reason, own.restarts, own.memory)
     return views
 
 

@@ -37,6 +37,7 @@ MAX_SPEC_BYTES = 1024 * 1024
 # The states listed cell by cell: what went wrong first, then what is still to come.
 LISTED = (
     state.CellState.FAILED,
+    state.CellState.OUT_OF_MEMORY,
     state.CellState.DAMAGED,
     *(s for s in state.CellState if not s.is_final and not s.is_ended_badly),
     state.CellState.LOST,

@@ -9,11 +9,15 @@ launch (what to train), status, the progress bar, aggregate and the report all a
 | training     | a process holds the cell's lock: epoch k of N             | leaves it        |
 | requeued     | the scheduler requeued its job; it will resume            | leaves it        |
 | interrupted  | epochs are committed, nothing runs it now (time limit...) | resumes it       |
+| cancelled    | its job was cancelled (scancel, `mnistsweep cancel`)      | resumes it       |
 | stopped early| successive halving holds it at a rung (sweep/rungs.py)   | leaves it        |
 | lost         | its job ended (or vanished) with no result and no epoch   | trains it        |
+| unknown      | its job left the queue and accounting (sacct) is down     | trains it        |
 | completed    | result.json with test and validation scores               | leaves it        |
 | diverged     | the loss became NaN/inf; recorded, final                  | leaves it        |
-| failed       | result.json with the error                                | --retry-failed   |
+| failed       | result.json with the error, or its job failed before      | --retry-failed   |
+|              | training (a setup line, Python's start: the log's line)   |                  |
+| out of memory| the scheduler's OUT_OF_MEMORY, an oom-kill, a MemoryError | trains it again  |
 | damaged      | result.json exists but cannot be read                     | trains it again  |
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +35,7 @@ from pathlib import Path
 
 from mnistsweep import fsio
 from mnistsweep.sweep import records, rungs
-from mnistsweep.sweep.layout import RunLayout
+from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
 
 class CellState(str, Enum):
@@ -39,11 +44,14 @@ class CellState(str, Enum):
     TRAINING = "training"
     REQUEUED = "requeued"
     INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
     STOPPED_EARLY = "stopped early"
     LOST = "lost"
+    UNKNOWN = "unknown"
     COMPLETED = "completed"
     DIVERGED = "diverged"
     FAILED = "failed"
+    OUT_OF_MEMORY = "out of memory"
     DAMAGED = "damaged"
 
     def __str__(self) -> str:
@@ -61,7 +69,17 @@ class CellState(str, Enum):
 
     @property
     def is_ended_badly(self) -> bool:
-        return self in (CellState.FAILED, CellState.LOST, CellState.DAMAGED)
+        return self in (
+            CellState.FAILED,
+            CellState.OUT_OF_MEMORY,
+            CellState.LOST,
+            CellState.DAMAGED,
+        )
+
+    @property
+    def is_bad_news(self) -> bool:
+        """`status` and `launch` exit 1: it ended badly, or nobody can tell how it ended."""
+        return self.is_ended_badly or self is CellState.UNKNOWN
 
 
 class JobPhase(str, Enum):
@@ -74,11 +92,13 @@ class JobPhase(str, Enum):
     REQUEUED = "requeued"  # the scheduler put it back in the queue; it will resume
     ENDED = "ended"  # it will not run again by itself
     UNKNOWN = "unknown"  # the scheduler does not know it (any more)
+    LEFT_QUEUE = "left the queue"  # not in squeue, and sacct could not say how it ended
+    UNOBSERVED = "unobserved"  # neither sacct nor squeue answered
 
     @property
     def is_live(self) -> bool:
         """The job will still run (or runs): its cells are not abandoned."""
-        return self not in (JobPhase.ENDED, JobPhase.UNKNOWN)
+        return self in (JobPhase.PENDING, JobPhase.WAITING, JobPhase.RUNNING, JobPhase.REQUEUED)
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,7 @@ class JobView:
     reason: str = ""  # the pending reason, when there is one
     restarts: int = 0  # times the job was requeued (time limit, preemption)
     phase: JobPhase = JobPhase.UNKNOWN  # what `state` means
+    memory: str = ""  # the memory it asked for, as sacct's ReqMem says it (32G)
 
     @property
     def word(self) -> str:
@@ -120,8 +141,7 @@ def derive(run: RunLayout, job: JobView | None = None) -> CellView:
     except records.DamagedRecord as error:
         result, damaged = None, str(error)
     if result is not None:
-        detail = result.error.splitlines()[0] if result.error else ""
-        state = CellState(result.status)
+        state, detail = from_result(result)
         return CellView(state, result.metrics.epochs_run, job_id, detail, result)
     epochs, problems = read_progress(run)
     if is_locked(run.lock):
@@ -135,7 +155,18 @@ def derive(run: RunLayout, job: JobView | None = None) -> CellView:
         started = CellState.INTERRUPTED if epochs else CellState.NOT_STARTED
         return CellView(started, epochs, problems=problems)
     state, detail = from_job(job, epochs)
+    if run.sweep_root is not None and reads_log(job, state):
+        log = SweepLayout(run.sweep_root).task_log(job.job_id)
+        state, detail = from_log(log, job, state, detail)
     return CellView(state, epochs, job_id, detail, problems=problems)
+
+
+def from_result(result: records.RunResult) -> tuple[CellState, str]:
+    """A recorded failure that is Python's MemoryError reads out of memory, with the advice."""
+    detail = result.error.splitlines()[0] if result.error else ""
+    if result.status == CellState.FAILED.value and OOM_LINE.search(detail):
+        return CellState.OUT_OF_MEMORY, f"{detail} ({OOM_ADVICE})"
+    return CellState(result.status), detail
 
 
 def _held_at_rung(run: RunLayout, epochs: int) -> str:
@@ -159,11 +190,64 @@ def from_job(job: JobView, epochs: int) -> tuple[CellState, str]:
         return CellState.QUEUED, job.reason or job.word.lower()
     if phase is JobPhase.RUNNING:  # a packed job trains its cells in turn
         return CellState.QUEUED, f"waiting in job {job.job_id}"
+    if phase is JobPhase.ENDED and job.word == "CANCELLED":
+        by = job.state.split(maxsplit=1)[1:]
+        return CellState.CANCELLED, f"job {job.job_id} cancelled {by[0] if by else ''}".rstrip()
+    if phase is JobPhase.ENDED and job.word == "OUT_OF_MEMORY":
+        return CellState.OUT_OF_MEMORY, out_of_memory(job)
     if phase is JobPhase.ENDED:
         ended = f"job {job.job_id} ended {job.word}"
-    else:
+    elif phase is JobPhase.UNKNOWN:
         ended = f"job {job.job_id} is unknown to the scheduler"
+    elif phase is JobPhase.LEFT_QUEUE and epochs:  # accounting (sacct) is down
+        ended = f"job {job.job_id} left the queue (accounting down)"
+    else:  # how the job ended, or whether it still waits, cannot be told
+        where = "left the queue" if phase is JobPhase.LEFT_QUEUE else "was not seen by squeue"
+        return CellState.UNKNOWN, f"(accounting down) job {job.job_id} {where}"
     return (CellState.INTERRUPTED if epochs else CellState.LOST), ended
+
+
+def out_of_memory(job: JobView) -> str:
+    had = f"with {job.memory}" if job.memory else "with its executor.slurm.mem_gb"
+    return f"job {job.job_id} ran out of memory {had}: {OOM_ADVICE}"
+
+
+# --- what a task log says -----------------------------------------------------------------------
+
+LOG_READ_LIMIT = 16 * 1024 * 1024
+OOM_ADVICE = "raise executor.slurm.mem_gb or lower executor.concurrent_cells, then launch again"
+# An out-of-memory kill as SLURM's step daemon, the kernel or Python report it.
+OOM_LINE = re.compile(r"oom[-_ ]?kill|out of memory|MemoryError", re.IGNORECASE)
+# A line that says what went wrong: mnistsweep's own (a setup line, a missing snapshot), the
+# shell's, Python's exception line (a traceback's frames are indented), an `error:` of a tool.
+ERROR_LINE = re.compile(
+    r"^mnistsweep: |command not found|No such file or directory|^[\w.]*(Error|Exception)\b:"
+    r"|\berror\b|\bfailed\b",
+    re.IGNORECASE,
+)
+# The step daemon's notices of the scheduler's own acts (cancel, time limit) explain nothing.
+NOTICE_LINE = re.compile(r"^slurmstepd: error: \*\*\* ")
+
+
+def reads_log(job: JobView, state: CellState) -> bool:
+    """The task log tells more when the job ended without the scheduler's own reason (FAILED,
+    an exit of Python or of a setup line) or when the scheduler cannot say how it ended."""
+    ended_on_its_own = job.phase is JobPhase.ENDED and job.word in ("FAILED", "COMPLETED")
+    return ended_on_its_own or state in (CellState.LOST, CellState.UNKNOWN)
+
+
+def from_log(log: Path, job: JobView, state: CellState, detail: str) -> tuple[CellState, str]:
+    """Out of memory or failed, with the log's first line that says why; else as it was."""
+    text = fsio.read_text(log, LOG_READ_LIMIT) if log.is_file() else None
+    # A traceback's frames and quoted source are indented: only its last line says what failed.
+    lines = [line.rstrip() for line in (text or "").splitlines() if line[:1].strip()]
+    for line in lines:
+        if OOM_LINE.search(line):
+            return CellState.OUT_OF_MEMORY, f"{out_of_memory(job)} (log: {line})"
+    for line in lines:
+        if ERROR_LINE.search(line) and not NOTICE_LINE.match(line):
+            return CellState.FAILED, line
+    return state, detail
 
 
 def committed_epochs(run: RunLayout) -> int:
