@@ -3,6 +3,7 @@ resume points, divergence; and the metrics it scores with."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -111,7 +112,12 @@ def test_validation_split_is_the_same_whatever_the_seed(mnist_dir):
 def test_a_split_that_leaves_no_validation_image_is_refused_before_training(
     tmp_path, mnist_dir, share
 ):
-    cell = make_cell(tmp_path, validation_split=share)
+    """Refused with the spec; and a cell that bypassed the spec (built by hand) is still refused
+    by the trainer before it writes anything."""
+    with pytest.raises(MnistsweepError, match=r"train\.validation_split: .* no validation image"):
+        make_cell(tmp_path, validation_split=share)
+    valid = make_cell(tmp_path)
+    cell = dataclasses.replace(valid, config={**valid.config, "validation_split": share})
     with pytest.raises(MnistsweepError, match=r"train\.validation_split: .* 0 validation"):
         trainer.run_cell(cell, tmp_path / "run", mnist_dir)
     assert not (tmp_path / "run" / "result.json").exists()
