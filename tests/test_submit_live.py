@@ -217,14 +217,14 @@ def test_a_sweep_larger_than_the_queue_allows_goes_out_in_pieces(
         first = launch(tmp_path, mnist_dir, spec)
         assert first.returncode == 0, first.stdout + first.stderr
         assert "submitted 3 cells in 3 job(s)" in first.stdout
-        assert "2 job(s) not submitted: the queue is full for you" in first.stdout
+        assert "2 job(s) wait for room in the queue" in first.stdout  # a feeder job sends them
         full = launch(tmp_path, mnist_dir, spec)
         assert full.returncode == 0 and "leaving 3 cell(s)" in full.stdout
-        assert len(job_ids(sweep_dir)) == 3
+        assert len(job_ids(sweep_dir)) == 4  # 3 jobs and the one feeder job
         cancel(sweep_dir)
         wait_for(lambda: limits.queued_jobs("limited").own_in_qos == 0, 30, "the cancellation")
         rest = launch(tmp_path, mnist_dir, spec)
         assert rest.returncode == 0, rest.stdout + rest.stderr
-        assert "submitted 3 cells" in rest.stdout and "2 job(s) not submitted" in rest.stdout
+        assert "submitted 3 cells" in rest.stdout and "2 job(s) wait for room" in rest.stdout
     finally:
         cancel(sweep_dir)
