@@ -88,6 +88,19 @@ def test_a_limit_the_feeder_counts_in_keeps_a_place_for_it(tmp_path, queue, mnis
     assert (outcome.jobs_left, outcome.feeder) == (2, "4")
 
 
+def test_a_limit_too_small_for_the_feeders_place_sends_what_fits(
+    tmp_path, queue, mnist_dir, monkeypatch
+):
+    says(queue, "sacctmgr", "2\n")  # the association: the running feeder and one more job
+    says(queue, "squeue", "ada|normal\n")  # the feeder itself
+    monkeypatch.setenv("SLURM_JOB_ID", "4")
+    queue.replies.write_text("5\nrefuse Job violates accounting/QOS policy\n")
+    request = request_of(tmp_path, mnist_dir, seeds=8)
+    feeder.feed(feeder.portable(request), [])
+    assert "--job-name=mnistsweep-golden\n" in scripts(queue)[0]  # a job sent, not a feeder
+    assert feeding(request).jobs_left == 3 and feeding(request).feeder == ""
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     submit=st.none() | st.integers(0, 50),

@@ -38,7 +38,8 @@ RETRY_AFTER = "now+60"  # when no job of the sweep is left to start after (the q
 def sendable(session: LaunchSession, plan: Plan, cluster: ClusterLimits) -> int:
     """How many planned jobs go out now: all when the queue has room (or no known limit); else
     what fits, keeping a place for the feeder job that will send the rest, unless the launcher
-    stays (--wait) or a feeder is already queued."""
+    stays (--wait), a feeder is already queued, or the place would leave no job to send (a
+    feeder that only chains feeders would run forever)."""
     from mnistsweep.execute import limits
 
     jobs = len(plan.batches)
@@ -50,7 +51,7 @@ def sendable(session: LaunchSession, plan: Plan, cluster: ClusterLimits) -> int:
         return jobs
     if session.request.wait or live_feeder(SweepLayout(plan.sweep_dir)):
         return room
-    return cluster.room(queue, feeder=True) or 0
+    return cluster.room(queue, feeder=True) or room
 
 
 def live_feeder(layout: SweepLayout) -> str | None:
