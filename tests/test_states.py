@@ -172,17 +172,19 @@ def test_out_of_memory_says_the_memory_it_had_and_the_advice(
     write_log(sweep_dir, "12_0", log)
     scheduler.says("sacct", sacct + "\n")
     finish(sweep_dir, cells[1], "failed", "MemoryError: Unable to allocate 7.3 GiB")
+    gpu = "ResourceExhaustedError: OOM when allocating tensor with shape[512,512]"
+    finish(sweep_dir, cells[2], "failed", gpu)
 
     code, out, _ = status_of(sweep_dir, capsys)
 
     assert code == 1
-    for cell in cells[:2]:
+    for cell in cells[:3]:
         assert line_of(out, cell).split()[:3] == ["out", "of", "memory"], out
         assert "raise executor.slurm.mem_gb or lower executor.concurrent_cells" in out
     assert "ran out of memory with 8G" in line_of(out, cells[0])
     plan = planned(sweep_dir, tiny_spec)  # a plain relaunch trains them again, the old record aside
-    assert {cells[0].id, cells[1].id} <= {cell.id for cell in plan.todo}
-    assert cells[1].id in plan.retried
+    assert {cell.id for cell in cells[:3]} <= {cell.id for cell in plan.todo}
+    assert {cells[1].id, cells[2].id} <= plan.retried
 
 
 def test_a_relaunch_of_a_sweep_whose_cells_all_failed_exits_1(tmp_path, tiny_spec, capsys):

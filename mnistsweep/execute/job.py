@@ -11,12 +11,15 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import re
 import signal
 import sys
+import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,22 @@ UNREACHABLE_TIMEOUT_COUNT = 1_000_000
 # Set when the scheduler's warning signal arrived: whatever the training raises from then on
 # (submitit's requeue failing, say) is the job being stopped, not the cell failing.
 SCHEDULER_STOPPING = threading.Event()
+# The frameworks' C++ logging, quiet from the start: set in the job before any framework loads
+# (worker processes inherit them). A value the user set is kept.
+QUIET_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's info, warnings and C++ errors (Python raises)
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "2",
+    "ABSL_MIN_LOG_LEVEL": "2",
+}
+# What absl prints while TensorFlow's libraries load, before any setting can reach it.
+BANNER_LINE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations|"
+    r"Could not find cuda drivers|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|"
+    r"This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler|"
+    r"computation placer already registered|failed call to cuInit|"
+    r"Attempting to register factory for plugin"
+)
 
 
 class CellBatch(submitit.helpers.Checkpointable):
@@ -63,6 +82,7 @@ class CellBatch(submitit.helpers.Checkpointable):
     def __call__(
         self, sweep_dir: str, cells: list[Cell], data_dir: str | None, concurrent: int = 1
     ) -> list[dict[str, str]]:
+        quiet_frameworks(os.environ)
         layout = SweepLayout(Path(sweep_dir))
         self.progress_at_start = progress(layout, cells)
         train_cell = functools.partial(run_one, sweep_dir, data_dir)
@@ -243,6 +263,34 @@ def start_worker(slots: Any, devices: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+# --- quiet logs ---------------------------------------------------------------------------------
+
+
+def quiet_frameworks(environ: MutableMapping[str, str]) -> None:
+    for key, value in QUIET_ENVIRONMENT.items():
+        environ.setdefault(key, value)
+
+
+@contextmanager
+def banners_dropped() -> Iterator[None]:
+    """While the framework loads, its standard error (fd 2, where C++ writes) goes to a file;
+    then every line comes back to the task log but the start-up banners."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not BANNER_LINE.search(line)))
+            sys.stderr.flush()
+
+
 # --- one cell -----------------------------------------------------------------------------------
 
 
@@ -272,7 +320,8 @@ def final_status(run: RunLayout) -> str | None:
 def train_or_record_failure(cell: Cell, run: RunLayout, data_dir: str | None) -> str:
     """The scheduler stopping the job (time limit, preemption, cancel) is not the cell's failure:
     those arrive as BaseException or as submitit's UncompletedJobError and pass through."""
-    from mnistsweep.train import trainer  # Keras loads inside the job only
+    with banners_dropped():
+        from mnistsweep.train import trainer  # Keras loads inside the job only
 
     try:
         if cell.id in os.environ.get(FAIL_CELLS_ENV, "").split(","):
@@ -285,6 +334,7 @@ def train_or_record_failure(cell: Cell, run: RunLayout, data_dir: str | None) ->
         if SCHEDULER_STOPPING.is_set():
             raise
         record_failure(cell, run, error)
+        print(f"mnistsweep: {cell.name} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return "failed"
     return str(outcome.status if isinstance(outcome, records.RunResult) else outcome["status"])
 

@@ -216,8 +216,11 @@ def out_of_memory(job: JobView) -> str:
 
 LOG_READ_LIMIT = 16 * 1024 * 1024
 OOM_ADVICE = "raise executor.slurm.mem_gb or lower executor.concurrent_cells, then launch again"
-# An out-of-memory kill as SLURM's step daemon, the kernel or Python report it.
-OOM_LINE = re.compile(r"oom[-_ ]?kill|out of memory|MemoryError", re.IGNORECASE)
+# An out-of-memory kill as SLURM's step daemon, the kernel, Python or a GPU allocator report it.
+OOM_LINE = re.compile(
+    r"oom[-_ ]?kill|out of memory|MemoryError|\bOOM when allocating|RESOURCE_EXHAUSTED",
+    re.IGNORECASE,
+)
 # A line that says what went wrong: mnistsweep's own (a setup line, a missing snapshot), the
 # shell's, Python's exception line (a traceback's frames are indented), an `error:` of a tool.
 ERROR_LINE = re.compile(
