@@ -4,7 +4,9 @@ the memory it had and the advice), and what is left to say when accounting (sacc
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -247,3 +249,70 @@ def test_whatever_accounting_says_when_down_a_submitted_cell_is_never_not_starte
     assert code == (0 if resumable else 1)
     assert all(line.startswith("warning: ") for line in err.splitlines())
     assert any(cell.id == cells[0].id for cell in planned(sweep_dir, tiny_spec).todo)
+
+
+# --- the cancel record ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("later", ["accounting down", "purged from accounting"])
+def test_cells_cancelled_with_mnistsweep_cancel_stay_cancelled_when_accounting_cannot_say(
+    seen, scheduler, tiny_spec, capsys, later
+):
+    sweep_dir, cells = seen
+    give_jobs(sweep_dir, {f"12_{i}": [cell] for i, cell in enumerate(cells)})
+    scheduler.says("sacct", "12_0|RUNNING|None|2G\n12_[1-3]|PENDING|None|2G\n")
+    assert main(["cancel", str(sweep_dir)]) == 0
+    capsys.readouterr()
+    if later == "accounting down":
+        scheduler.says("sacct", error=ACCOUNTING_DOWN, code=1)
+    else:
+        scheduler.says("sacct", "")
+    scheduler.says("squeue", "")
+
+    code, out, _ = status_of(sweep_dir, capsys)
+
+    assert code == 0, out
+    assert "4 cells: 4 cancelled" in out
+    assert out.count("cancelled with mnistsweep cancel; launch again to resume") == 4
+    assert len(planned(sweep_dir, tiny_spec).todo) == 4
+
+
+ARRAY_IDS = st.one_of(st.sampled_from(["12", "7"]), st.text(max_size=3), st.integers(0, 20))
+
+
+def lists_array_12(content: bytes) -> bool:
+    """Whether the record is valid and names array 12 (the cell's job's array)."""
+    try:
+        arrays = json.loads(content)["arrays"]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return False
+    valid = isinstance(arrays, list) and all(
+        isinstance(a, str) and re.fullmatch("[0-9]+", a) for a in arrays
+    )
+    return valid and "12" in arrays
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=FIXTURES)
+@given(
+    content=st.one_of(
+        st.binary(max_size=40),
+        st.fixed_dictionaries({"arrays": st.lists(ARRAY_IDS, max_size=3)}).map(
+            lambda value: json.dumps(value).encode()
+        ),
+    )
+)
+def test_a_cancel_record_counts_when_valid_and_is_a_warning_when_damaged(
+    seen, scheduler, capsys, content
+):
+    sweep_dir, cells = seen
+    give_jobs(sweep_dir, {"12_0": [cells[0]]})
+    SweepLayout(sweep_dir).cancelled.write_bytes(content)
+    scheduler.says("sacct", "")  # accounting forgot the job
+
+    code, out, err = status_of(sweep_dir, capsys)
+
+    assert "Traceback" not in out + err
+    assert all(line.startswith("warning: ") for line in err.splitlines())
+    expected = "cancelled" if lists_array_12(content) else "lost"
+    assert line_of(out, cells[0]).split()[0] == expected
+    assert code == (0 if expected == "cancelled" else 1)

@@ -154,8 +154,9 @@ def cell_views(layout: SweepLayout, cells: Sequence[Cell]) -> dict[str, cell_sta
     from mnistsweep.execute import scheduler
 
     started = run_folders(layout)
-    owners = scheduler.load_jobs(layout.root).owners  # status reports damaged lines
-    scheduled = scheduler.observe(owners.values())
+    jobs = scheduler.load_jobs(layout.root)  # status reports damaged lines
+    owners = jobs.owners
+    scheduled = scheduler.observe(owners.values(), jobs.cancelled)
     views = {}
     for cell in cells:
         job_id = owners.get(cell.id)

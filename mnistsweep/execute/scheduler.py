@@ -87,6 +87,7 @@ class SweepJobs:
 
     jobs: list[records.JobRecord]
     problems: list[str]
+    cancelled: frozenset[str] = frozenset()  # arrays `mnistsweep cancel` stopped
 
     @property
     def owners(self) -> dict[str, str]:
@@ -109,9 +110,14 @@ class SweepJobs:
 
 def load_jobs(sweep_dir: Path) -> SweepJobs:
     """The jobs this very folder submitted (a copy's records of the original's are ignored)."""
-    jobs, problems = records.read_jobs(SweepLayout(sweep_dir).jobs)
+    layout = SweepLayout(sweep_dir)
+    jobs, problems = records.read_jobs(layout.jobs)
     own, others = identity.own_jobs(jobs, sweep_dir)
-    return SweepJobs(own, [*problems, *others])
+    try:
+        cancels = records.read(records.CancelRecord, layout.cancelled)
+    except records.DamagedRecord as damaged:
+        cancels, problems = None, [*problems, f"{damaged} (ignored)"]
+    return SweepJobs(own, [*problems, *others], frozenset(cancels.arrays if cancels else ()))
 
 
 def read_jobs(sweep_dir: Path) -> dict[str, str]:
@@ -144,10 +150,26 @@ class SchedulerView:
         return None
 
 
-def observe(job_ids: Iterable[str]) -> SchedulerView:
-    """Each job's state: one sacct call for every array; one squeue call only when a task is
-    pending (for its reason and restarts) or not in sacct yet (sacct lags a fresh submission)."""
+def observe(job_ids: Iterable[str], cancelled: frozenset[str] = frozenset()) -> SchedulerView:
+    """Each job's state; a job of an array `mnistsweep cancel` stopped reads cancelled where
+    the scheduler cannot say how it ended (accounting down, the job purged from it)."""
     wanted = sorted(set(job_ids))
+    view = ask_scheduler(wanted)
+    for job_id in wanted:
+        seen = view.job(job_id)
+        untold = seen is None or seen.phase in UNTOLD
+        if untold and job_id.split("_")[0] in cancelled:
+            view.jobs[job_id] = job_view(job_id, CANCELLED_HERE)
+    return view
+
+
+UNTOLD = (JobPhase.UNKNOWN, JobPhase.LEFT_QUEUE, JobPhase.UNOBSERVED)
+CANCELLED_HERE = "CANCELLED with mnistsweep cancel"
+
+
+def ask_scheduler(wanted: list[str]) -> SchedulerView:
+    """One sacct call for every array; one squeue call only when a task is pending (for its
+    reason and restarts) or not in sacct yet (sacct lags a fresh submission)."""
     view = SchedulerView()
     if not wanted:
         return view
@@ -277,7 +299,7 @@ def sweep_status(sweep_dir: Path) -> SweepStatus:
     foreign = identity.foreign_runs(read_record(sweep_dir), sweep_dir)
     jobs = load_jobs(sweep_dir)
     owners = jobs.owners
-    scheduler = observe(owners.values())
+    scheduler = observe(owners.values(), jobs.cancelled)
     layout = SweepLayout(sweep_dir)
     rows, warnings = [], [*jobs.problems, *scheduler.problems]
     warnings += [identity.warning(foreign)] if foreign else []
@@ -331,7 +353,15 @@ def cancel_jobs(sweep_dir: Path) -> Cancelled:
             ["scancel", *live], capture_output=True, text=True, check=False, timeout=60
         )
         warnings += [f"scancel: {line}" for line in done.stderr.strip().splitlines()[:3]]
+        if done.returncode == 0:
+            record_cancel(sweep_dir, jobs.cancelled | set(live))
     return Cancelled(live, warnings)
+
+
+def record_cancel(sweep_dir: Path, arrays: Iterable[str]) -> None:
+    records.write(
+        SweepLayout(sweep_dir).cancelled, records.CancelRecord(arrays=sorted(arrays, key=int))
+    )
 
 
 def cancel(sweep_dir: Path) -> list[str]:

@@ -4,6 +4,7 @@
 <results-dir>/<sweep name>/
   sweep.json  spec.yaml  jobs.jsonl  .launch.lock        what was launched, and where it went
   feeding.json                                           what waits to be sent (execute.feeder)
+  cancelled.json                                         the arrays `mnistsweep cancel` stopped
   runs/<cell-name>--<id>/                                one folder per cell (RunLayout)
   code/<launch time>/mnistsweep/                         the code the jobs import
   submitit/<array id>/                                   submitit's pickles and task logs
@@ -151,6 +152,10 @@ class SweepLayout:
     def feeding(self) -> Path:
         """Jobs the queue had no room for yet, and the feeder job that sends them later."""
         return self.root / "feeding.json"
+
+    @property
+    def cancelled(self) -> Path:
+        return self.root / "cancelled.json"
 
     # --- the cells -----------------------------------------------------------------------------
     @property

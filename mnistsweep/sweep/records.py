@@ -115,6 +115,16 @@ class FeedingRecord(Record):
     waited_on: list[str] = Field(default_factory=list)  # the jobs the feeder starts after
 
 
+# --- cancelled.json ------------------------------------------------------------------------------
+
+
+class CancelRecord(Record):
+    """The arrays `mnistsweep cancel` stopped: their cells read cancelled even where accounting
+    can no longer say so (slurmdbd down, the jobs purged from it)."""
+
+    arrays: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = Field(default_factory=list)
+
+
 # --- runs/<cell>/state.json -----------------------------------------------------------------------
 
 
