@@ -117,6 +117,7 @@ QUIET_LINES = st.sampled_from(
     [
         "submitit INFO (2026-12-02 10:00:00,000) - Starting with JobEnvironment(job_id=12_0)",
         "Loading cuda/12.2",
+        "mnistsweep: cell arch=mlp,seed=1 failed: MemoryError: another cell's failure",
         "+ cd /scratch/sweep/code/20261202",
         "",
     ]

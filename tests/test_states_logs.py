@@ -73,6 +73,6 @@ def test_a_trained_cells_task_log_has_no_banners_and_a_failure_still_shows(tmp_p
     local = SweepLayout(tmp_path / "out" / "quiet").local_submitit
     logs = "".join(path.read_text() for path in Path(local).glob("*_log.err"))
     assert "injected failure" in logs  # a real error still shows
-    assert f"mnistsweep: {cells[1].name} failed: RuntimeError: injected failure" in logs
+    assert f"mnistsweep: cell {cells[1].name} failed: RuntimeError: injected failure" in logs
     for banner in ("oneDNN custom operations", "cuda drivers", "absl::InitializeLog"):
         assert banner not in logs, logs

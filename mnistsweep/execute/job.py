@@ -334,7 +334,8 @@ def train_or_record_failure(cell: Cell, run: RunLayout, data_dir: str | None) ->
         if SCHEDULER_STOPPING.is_set():
             raise
         record_failure(cell, run, error)
-        print(f"mnistsweep: {cell.name} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        failed = f"{type(error).__name__}: {error}"
+        print(f"{state.CELL_FAILED}{cell.name} failed: {failed}", file=sys.stderr, flush=True)
         return "failed"
     return str(outcome.status if isinstance(outcome, records.RunResult) else outcome["status"])
 

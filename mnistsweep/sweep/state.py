@@ -228,8 +228,10 @@ ERROR_LINE = re.compile(
     r"|\berror\b|\bfailed\b",
     re.IGNORECASE,
 )
-# The step daemon's notices of the scheduler's own acts (cancel, time limit) explain nothing.
-NOTICE_LINE = re.compile(r"^slurmstepd: error: \*\*\* ")
+# The step daemon's notices of the scheduler's own acts (cancel, time limit) explain nothing, and
+# a cell's failure, which its result.json holds, explains no other cell of a packed job.
+CELL_FAILED = "mnistsweep: cell "  # how a job's log says one of its cells failed (execute.job)
+NOTICE_LINE = re.compile(r"^slurmstepd: error: \*\*\* |^" + re.escape(CELL_FAILED))
 
 
 def reads_log(job: JobView, state: CellState) -> bool:
@@ -243,12 +245,16 @@ def from_log(log: Path, job: JobView, state: CellState, detail: str) -> tuple[Ce
     """Out of memory or failed, with the log's first line that says why; else as it was."""
     text = fsio.read_text(log, LOG_READ_LIMIT) if log.is_file() else None
     # A traceback's frames and quoted source are indented: only its last line says what failed.
-    lines = [line.rstrip() for line in (text or "").splitlines() if line[:1].strip()]
+    lines = [
+        line.rstrip()
+        for line in (text or "").splitlines()
+        if line[:1].strip() and not NOTICE_LINE.match(line)
+    ]
     for line in lines:
         if OOM_LINE.search(line):
             return CellState.OUT_OF_MEMORY, f"{out_of_memory(job)} (log: {line})"
     for line in lines:
-        if ERROR_LINE.search(line) and not NOTICE_LINE.match(line):
+        if ERROR_LINE.search(line):
             return CellState.FAILED, line
     return state, detail
 
