@@ -317,3 +317,21 @@ def test_a_cancel_record_counts_when_valid_and_is_a_warning_when_damaged(
     expected = "cancelled" if lists_array_12(content) else "lost"
     assert line_of(out, cells[0]).split()[0] == expected
     assert code == (0 if expected == "cancelled" else 1)
+
+
+def test_a_launch_that_waited_counts_its_cells_out_of_memory(seen, tiny_spec, capsys, monkeypatch):
+    from mnistsweep.cli import launch_output, results
+    from mnistsweep.execute.backend import LaunchOutcome
+    from mnistsweep.sweep.state import CellState, CellView
+
+    sweep_dir, cells = seen
+    monkeypatch.setattr(results, "aggregate", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(results, "report", lambda *args, **kwargs: None)
+    plan = planned(sweep_dir, tiny_spec)
+    ended = ((cells[0], CellView(CellState.OUT_OF_MEMORY, 0, "12_0", "job 12_0 ran out")),)
+    outcome = LaunchOutcome(plan, (cells[0],), ended)
+
+    assert launch_output.report_outcome(outcome, None) == 1
+    out = capsys.readouterr().out
+    assert "0 without a result, 1 out of memory" in out
+    assert f"out of memory {cells[0].name}: job 12_0 ran out" in out

@@ -139,6 +139,7 @@ def report_outcome(outcome: LaunchOutcome, data_dir: Path | None) -> int:
     console.print(
         f"finished: {counts[CellState.COMPLETED]} completed, {counts[CellState.DIVERGED]} "
         f"diverged, {counts[CellState.FAILED]} failed, {outcome.unfinished} without a result"
+        + (f", {oom} out of memory" if (oom := counts[CellState.OUT_OF_MEMORY]) else "")
         + (f", {stopped} stopped early" if (stopped := counts[CellState.STOPPED_EARLY]) else "")
         + (f", {elsewhere} still training in another launch" if elsewhere else "")
     )
