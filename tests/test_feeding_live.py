@@ -44,6 +44,10 @@ def feeding_qos(cluster):  # noqa: F811
         pytest.skip(f"could not set MaxSubmitJobsPerUser=3 on the QOS {QOS}")
 
 
+def scontrol(action: str, job_id: str) -> None:
+    subprocess.run(["scontrol", action, job_id], capture_output=True, timeout=30, check=False)
+
+
 def write_spec(tmp_path: Path, name: str, seeds: int, **slurm_options) -> Path:
     document = {
         "name": name,
@@ -51,7 +55,7 @@ def write_spec(tmp_path: Path, name: str, seeds: int, **slurm_options) -> Path:
         "train": {"arch": "linear", "epochs": 1, "train_subset": 500},
         "executor": {
             "backend": "slurm",
-            "slurm": {"cpus_per_task": 1, "mem_gb": 2, "timeout_min": 10, **slurm_options},
+            "slurm": {"cpus_per_task": 1, "mem_gb": 2, "timeout_min": 3, **slurm_options},
         },
     }
     path = tmp_path / f"{name}.yaml"
@@ -118,8 +122,20 @@ def test_a_sweep_larger_than_max_submit_jobs_finishes_with_the_launcher_gone(
         assert launched.returncode == 0, launched.stdout + launched.stderr
         assert "submitted 3 cells in 3 job(s)" in launched.stdout
         assert re.search(r"7 job\(s\) wait for room .*: feeder job \d+", launched.stdout)
+        feeder = re.search(r"feeder job (\d+)", launched.stdout).group(1)
+        array = re.search(r"as 1 array\(s\): (\d+)", launched.stdout).group(1)
+        scontrol("hold", array)  # the feeder cannot start before the checks below are done
         shown = mnistsweep(mnist_dir, "status", str(sweep_dir)).stdout
         assert "7 cell(s) waiting to be sent (" in shown and "sends them as room frees" in shown
+        again = mnistsweep(mnist_dir, "launch", str(spec), "--results-dir", str(tmp_path / "out"))
+        assert "\nsubmitted" not in again.stdout and f"feeder job {feeder} " in again.stdout
+        subprocess.run(["scancel", feeder], check=False, timeout=30)  # the feeding stops...
+        poll(lambda: not squeue("mnistsweep-fed-feeder"), lambda: None, "the feeder's cancel")
+        shown = mnistsweep(mnist_dir, "status", str(sweep_dir)).stdout
+        assert "no feeder job is queued; launch again to send them" in shown
+        again = mnistsweep(mnist_dir, "launch", str(spec), "--results-dir", str(tmp_path / "out"))
+        assert re.search(rf"feeder job (?!{feeder} )\d+ submits", again.stdout)  # ...and goes on
+        scontrol("release", array)
         most = [0]
 
         def count() -> None:
