@@ -335,3 +335,34 @@ def test_a_launch_that_waited_counts_its_cells_out_of_memory(seen, tiny_spec, ca
     out = capsys.readouterr().out
     assert "0 without a result, 1 out of memory" in out
     assert f"out of memory {cells[0].name}: job 12_0 ran out" in out
+
+
+def polls_of_a_wait(scheduler: Scheduler, squeue_down: bool) -> int:
+    """How often `wait` polls when the pending task leaves the queue at its second poll (or
+    squeue stops answering then) and the cells' results never come (the jobs failed)."""
+    from mnistsweep.execute import scheduler as scheduling
+
+    scheduler.says("squeue", "12_1            PENDING   0       Priority\n")
+    polls = []
+
+    def finished() -> bool:
+        polls.append(1)
+        if len(polls) == 2:
+            error = "slurm_load_jobs error: no controller" if squeue_down else ""
+            scheduler.says("squeue", error=error, code=int(squeue_down))
+        return len(polls) > 5
+
+    scheduling.wait(["12_0", "12_1"], finished)
+    return len(polls)
+
+
+def test_a_wait_with_accounting_down_ends_when_squeue_no_longer_lists_the_jobs(
+    scheduler, monkeypatch
+):
+    """...and only then: while squeue does not answer either, nobody knows, and it waits."""
+    from mnistsweep.execute import scheduler as scheduling
+
+    monkeypatch.setattr(scheduling, "POLL_SECONDS", 0)
+    scheduler.says("sacct", error=ACCOUNTING_DOWN, code=1)
+    assert polls_of_a_wait(scheduler, squeue_down=False) == 2
+    assert polls_of_a_wait(scheduler, squeue_down=True) == 6

@@ -325,12 +325,19 @@ def task_logs(sweep_dir: Path, job_ids: Iterable[str]) -> list[Path]:
 
 
 def wait(job_ids: Sequence[str], cells_finished: Callable[[], bool]) -> None:
-    """Stay until every cell has a result or every task has ended, polling every few seconds."""
+    """Stay until every cell has a result or every task has ended, polling every few seconds
+    (one observe per poll: one sacct, at most one squeue)."""
     while not cells_finished():
-        states = sacct_states(job_ids)
-        if job_ids and all(states.get(job_id) in ENDED_STATES for job_id in job_ids):
+        view = observe(job_ids)
+        if job_ids and all(has_ended(view.job(job_id)) for job_id in job_ids):
             break
         time.sleep(POLL_SECONDS)
+
+
+def has_ended(job: JobView | None) -> bool:
+    """Ended, as sacct says, or as squeue's silence says when accounting is down (a job sacct
+    does not list yet may be a fresh one)."""
+    return job is not None and job.phase in (JobPhase.ENDED, JobPhase.LEFT_QUEUE)
 
 
 @dataclass(frozen=True)
