@@ -5,6 +5,7 @@ when it runs, and the dependencies that chain the sweep's arrays."""
 
 import fcntl
 import os
+import pickle
 import subprocess
 import sys
 
@@ -73,7 +74,6 @@ def test_a_full_queue_sends_what_fits_and_a_feeder_job_after_it(tmp_path, queue,
         jobs_left=2,
         limits=outcome.queue_limits,
         feeder="4",
-        waited_on=["3_0", "3_1"],
     )
     jobs, _ = records.read_jobs(request.layout.jobs)
     assert [(job.job_id, len(job.cells)) for job in jobs] == [("3_0", 2), ("3_1", 2), ("4", 0)]
@@ -177,8 +177,11 @@ def test_a_feeder_after_cancelled_jobs_sends_nothing(tmp_path, queue, mnist_dir)
     queue.replies.write_text("3\n4\n5\n")
     request = request_of(tmp_path, mnist_dir, seeds=8, qos="limited")
     launch(request, feeder.JobLog())
-    says(queue, "sacct", "3_0|CANCELLED by 0|None\n3_1|CANCELLED by 0|None\n")
-    assert feeder.feed(feeder.portable(request), ["3_0", "3_1"]) == "cancelled"
+    says(queue, "sacct", "3_0|COMPLETED|None\n3_1|CANCELLED by 0|None\n")  # a user's scancel
+    pickled = request.layout.root / "submitit" / "4" / "4_submitted.pkl"
+    submitted = pickle.loads(pickled.read_bytes())  # what the feeder job will run
+    assert submitted.function is feeder.feed
+    assert submitted.function(*submitted.args) == "cancelled"
     assert len(scripts(queue)) == 2
 
 

@@ -91,8 +91,8 @@ def settle(
     if session.request.wait:
         return ""
     feeder = live_feeder(layout)
-    after = sorted({job_id.split("_")[0] for job_id in sent}, key=int) or live_arrays(plan)
-    if feeder is None:
+    if feeder is None:  # after the jobs just sent, else after the sweep's live ones
+        after = list(sent) or sorted({job_id for job_id in plan.covering.values() if job_id})
         feeder = submit_feeder(session, plan, code_dir, after)
     records.write(
         layout.feeding,
@@ -101,24 +101,18 @@ def settle(
             jobs_left=len(left),
             limits=cluster.describe(),
             feeder=feeder,
-            waited_on=list(sent) or after,
         ),
     )
     return feeder
 
 
-def live_arrays(plan: Plan) -> list[str]:
-    from mnistsweep.execute import slurm
-
-    return slurm.live_arrays(plan)
-
-
 def submit_feeder(
     session: LaunchSession, plan: Plan, code_dir: Path | None, after: Sequence[str]
 ) -> str:
-    """The feeder job: the sweep's setup lines and code snapshot, one CPU, no GPU, no QOS of
-    the sweep's (its limit is what holds the cells back), a few minutes. Its id, or "" with one
-    line said when sbatch refuses it (the jobs sent stay; a relaunch sends the rest)."""
+    """The feeder job, once every job (task) in `after` has ended: the sweep's setup lines and
+    code snapshot, one CPU, no GPU, no QOS of the sweep's (its limit is what holds the cells
+    back), a few minutes. Its id, or "" with one line said when sbatch refuses it (the jobs sent
+    stay; a relaunch sends the rest)."""
     from mnistsweep.execute import slurm
 
     layout = SweepLayout(plan.sweep_dir)
@@ -133,8 +127,9 @@ def submit_feeder(
         time=FEEDER_MINUTES,
         signal_delay_s=20,
     )
-    if after:
-        parameters["dependency"] = f"afterany:{':'.join(after)}"
+    arrays = sorted({job_id.split("_")[0] for job_id in after}, key=int)
+    if arrays:
+        parameters["dependency"] = f"afterany:{':'.join(arrays)}"
     else:
         parameters["additional_parameters"] = {"begin": RETRY_AFTER}
     from submitit.core.utils import FailedJobError, FailedSubmissionError

@@ -112,7 +112,6 @@ class FeedingRecord(Record):
     jobs_left: Count
     limits: str  # the cluster's limits that held them back
     feeder: Annotated[str, Field(pattern=r"^([0-9]+)?$")] = ""  # its job id; "" when none
-    waited_on: list[str] = Field(default_factory=list)  # the jobs the feeder starts after
 
 
 # --- cancelled.json ------------------------------------------------------------------------------
