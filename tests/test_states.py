@@ -366,3 +366,21 @@ def test_a_wait_with_accounting_down_ends_when_squeue_no_longer_lists_the_jobs(
     scheduler.says("sacct", error=ACCOUNTING_DOWN, code=1)
     assert polls_of_a_wait(scheduler, squeue_down=False) == 2
     assert polls_of_a_wait(scheduler, squeue_down=True) == 6
+
+
+@pytest.mark.parametrize("word", ["TIMEOUT", "NODE_FAIL", "PREEMPTED", "DEADLINE"])
+def test_a_job_the_scheduler_ended_is_not_judged_by_its_log(seen, scheduler, capsys, word):
+    """Its own reason is the scheduler's: the log's last words (the job giving up after attempts
+    without progress, the step daemon's notice) make no failure that a relaunch would keep."""
+    sweep_dir, cells = seen
+    give_jobs(sweep_dir, {"12_0": [cells[0]]})
+    write_log(
+        sweep_dir,
+        "12_0",
+        "mnistsweep: 3 attempts in a row committed no epoch (does one epoch outlast the time "
+        "limit?): not requeued\nslurmstepd: error: *** JOB 12 ON vm CANCELLED DUE TO TIME LIMIT\n",
+    )
+    scheduler.says("sacct", f"12_0|{word}|None|2G\n")
+    code, out, _ = status_of(sweep_dir, capsys)
+    assert line_of(out, cells[0]).split()[0] == "lost"
+    assert f"job 12_0 ended {word}" in out and code == 1

@@ -235,10 +235,12 @@ NOTICE_LINE = re.compile(r"^slurmstepd: error: \*\*\* |^" + re.escape(CELL_FAILE
 
 
 def reads_log(job: JobView, state: CellState) -> bool:
-    """The task log tells more when the job ended without the scheduler's own reason (FAILED,
-    an exit of Python or of a setup line) or when the scheduler cannot say how it ended."""
-    ended_on_its_own = job.phase is JobPhase.ENDED and job.word in ("FAILED", "COMPLETED")
-    return ended_on_its_own or state in (CellState.LOST, CellState.UNKNOWN)
+    """The task log tells more when the job ended without a reason of the scheduler's own (a
+    time limit, a cancel, a node failure are theirs: FAILED is an exit of Python or of a setup
+    line) or when the scheduler cannot say how it ended."""
+    if job.phase is JobPhase.ENDED:
+        return job.word in ("FAILED", "COMPLETED")
+    return state in (CellState.LOST, CellState.UNKNOWN)
 
 
 def from_log(log: Path, job: JobView, state: CellState, detail: str) -> tuple[CellState, str]:
