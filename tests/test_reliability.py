@@ -27,7 +27,7 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
-from fake_sweeps import record_sweep, run_of
+from fake_sweeps import record_sweep, result_of, run_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import VALID_TRAIN_VALUES
@@ -400,13 +400,9 @@ def test_checkpoint_save_leaves_no_half_written_checkpoint_under_sigkill(tmp_pat
 
 
 def fake_result(cell: Cell, test_accuracy: float) -> dict[str, Any]:
-    return {
-        "status": "completed",
-        "cell_id": cell.id,
-        "cell_name": cell.name,
-        "axes": list(cell.axes),
-        "config": dict(cell.config),
-        "metrics": {
+    return result_of(
+        cell,
+        metrics={
             "test_accuracy": test_accuracy,
             "best_val_accuracy": test_accuracy,
             "test_loss": 0.3,
@@ -414,8 +410,8 @@ def fake_result(cell: Cell, test_accuracy: float) -> dict[str, Any]:
             "best_epoch": 0,
             "epochs_run": 1,
         },
-        "timing": {"total_seconds": 1.0},
-    }
+        timing={"total_seconds": 1.0},
+    )
 
 
 def test_unreadable_results_are_reported_and_skipped_by_aggregate_and_report(tmp_path, capsys):
