@@ -37,7 +37,7 @@ import numpy as np
 from mnistsweep import fsio
 from mnistsweep.analysis.archive import TOP_FILES, safe_component
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.sweep import identity, records
+from mnistsweep.sweep import guard, identity, records
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
 MAX_TOTAL_BYTES = 4 * 1024**3  # extracted, all members together
@@ -323,14 +323,12 @@ def _rename(source: Path, destination: Path) -> None:
 
 
 def _refuse_another_spec(target: SweepLayout, incoming: records.SweepRecord) -> None:
-    if target.root.is_symlink() or not target.root.is_dir():
+    if target.root.is_symlink():
         raise MnistsweepError(f"{target.root}: not a folder; not extracting over it")
     try:
-        present = records.read(records.SweepRecord, target.record)
-    except records.DamagedRecord as damaged:
-        raise MnistsweepError(f"{damaged}; not extracting over it") from None
-    if present is None:
-        raise MnistsweepError(f"{target.root}: exists and is not a sweep folder; not extracting")
+        present = guard.read_record(target.root)
+    except MnistsweepError as refused:
+        raise MnistsweepError(f"{refused}; not extracting over it") from None
     if present.fingerprint != incoming.fingerprint:
         raise MnistsweepError(
             f"{target.root}: holds another spec's results (from {present.spec_path}); extract "
