@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # limit lets backfill start it while a larger job waits for the rest of a node.
 FEEDER_MINUTES = 5
 FEEDER_MEMORY = "1024MB"  # Python, submitit and the plan of a sweep; no framework is imported
+UNREAD_LIMITS = "sbatch's submit limit; the limits could not be read"  # accounting down
 RETRY_AFTER = "now+60"  # when no job of the sweep is left to start after (the queue holds others)
 
 
@@ -99,7 +100,7 @@ def settle(
         records.FeedingRecord(
             cells_left=sum(map(len, left)),
             jobs_left=len(left),
-            limits=cluster.describe(),
+            limits=cluster.describe() or UNREAD_LIMITS,
             feeder=feeder,
         ),
     )

@@ -39,12 +39,27 @@ CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 SNAPSHOT_PLACEHOLDER = "YYYYmmdd-HHMMSS-ffffff"  # the stamp of a launch: no quoting needed
 
 
-class SubmissionRefused(MnistsweepError):
-    """sbatch said no; `submitted` holds the jobs that went out before (a later chunk refused)."""
+# What sbatch says when a job would pass a submit limit (MaxSubmitJobs of the user's association
+# or of the QOS): ESLURM_ACCOUNTING_POLICY. It also covers a job that breaks a size or time
+# limit, which no smaller submission cures (slurm_backend.send_what_fits tells them apart).
+SUBMIT_LIMIT_REASONS = ("accounting/QOS policy", "job submit limit")
 
-    def __init__(self, message: str, submitted: Sequence[submitit.Job[Any]] = ()) -> None:
+
+class SubmissionRefused(MnistsweepError):
+    """sbatch said no; `submission` holds what went out before (a later chunk refused)."""
+
+    def __init__(self, message: str, submission: Submission | None = None) -> None:
         super().__init__(message)
-        self.submitted = list(submitted)
+        self.submission = submission
+
+    @property
+    def submitted(self) -> list[submitit.Job[Any]]:
+        return self.submission.jobs if self.submission else []
+
+    @property
+    def over_a_limit(self) -> bool:
+        """A refusal a smaller submission may get past: the queue holds too many jobs."""
+        return any(reason in str(self) for reason in SUBMIT_LIMIT_REASONS)
 
 
 # --- what reaches the sbatch script ----------------------------------------------------------
@@ -279,7 +294,7 @@ def submit(
             try:
                 jobs = submit_chunk(executor, plan, chunk, data_dir)
             except SubmissionRefused as refused:
-                raise SubmissionRefused(str(refused), submission.jobs) from None
+                raise SubmissionRefused(str(refused), submission) from None
             submission.jobs += jobs
             submission.batches += chunk
             record_jobs(layout, jobs, chunk)

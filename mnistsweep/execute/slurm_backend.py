@@ -52,8 +52,7 @@ class SlurmBackend(Backend):
         job_ids = [*sorted(set(plan.covering.values()) - {""}), *job_ids]
         while left and request.wait:
             events.say(f"waiting for room in the queue for {left} more job(s)")
-            while not limits.room_now(cluster):
-                time.sleep(scheduler.POLL_SECONDS)
+            wait_for_room(cluster)
             with session.planned(announce=False) as again:
                 submitted, left = submit_round(session, again, cluster)
             job_ids += submitted
@@ -119,19 +118,57 @@ def submit_round(
     data_dir = session.request.data_dir
     data.load(data_dir)  # fail here, not in every job, when the data is missing
     batches = plan.batches[: feeder.sendable(session, plan, cluster)]
-    left = plan.batches[len(batches) :]
-    submission = send(session, plan, batches, cluster) if batches else None
+    submission = send_what_fits(session, plan, batches, cluster) if batches else None
+    left = plan.batches[len(submission.batches) if submission else 0 :]
     sent = [str(job.job_id) for job in submission.jobs] if submission else []
     code_dir = submission.code_dir if submission else None
     feeder.settle(session, plan, cluster, sent, code_dir, left)
     return sent, len(left)
 
 
+def wait_for_room(cluster: ClusterLimits) -> None:
+    """Until the queue has room; with its limits unknown, one poll (the next round asks sbatch)."""
+    from mnistsweep.execute import limits, scheduler
+
+    if limits.room_now(cluster) is None:
+        time.sleep(scheduler.POLL_SECONDS)
+    while limits.room_now(cluster) == 0:
+        time.sleep(scheduler.POLL_SECONDS)
+
+
+def send_what_fits(
+    session: LaunchSession, plan: Plan, batches: list[list[Cell]], cluster: ClusterLimits
+) -> Submission | None:
+    """Submit `batches`, or as many of them as sbatch takes when it refuses them for a submit
+    limit the launch could not see (accounting down, so sacctmgr did not answer; or the queue
+    filled since it was read): half as many, until it takes some, and the rest is left over for
+    the feeder, as if the limit had been known. None when it takes none while this user's jobs
+    fill the queue; a job refused alone with none of the user's queued breaks a limit that no
+    smaller submission cures, and its refusal stands."""
+    from mnistsweep.execute import limits, slurm
+
+    count = len(batches)
+    while True:
+        try:
+            return send(session, plan, batches[:count], cluster)
+        except slurm.SubmissionRefused as refused:
+            if not refused.over_a_limit:
+                raise
+            if count > 1:
+                count //= 2
+                continue
+            if limits.queued_jobs(cluster.qos).own == 0:
+                raise
+            session.events.say(f"{refused}: the queue is full; nothing sent now")
+            return None
+
+
 def send(
     session: LaunchSession, plan: Plan, batches: list[list[Cell]], cluster: ClusterLimits
 ) -> Submission:
     """Submit `batches`. Failed cells to retry are set aside first, and put back when sbatch
-    refuses them."""
+    refuses them. A refusal for a submit limit after a first array went out returns what went
+    out (the rest is left over); any other refusal after one says what is recorded."""
     from mnistsweep.execute import plan as planning
     from mnistsweep.execute import slurm
     from mnistsweep.sweep import guard
@@ -150,18 +187,25 @@ def send(
             if cell.id not in sent
             for moved in moves
         )
-        if refused.submitted:
+        if refused.submission and refused.submitted:
             guard.record_spec(SweepLayout(plan.sweep_dir), plan.spec)
+            if refused.over_a_limit:
+                announce(session, refused.submission)
+                return refused.submission
             raise slurm.SubmissionRefused(
                 f"{refused}; {len(refused.submitted)} job(s) went out before and are recorded: "
                 "launch again to submit the rest"
             ) from None
         raise
     guard.record_spec(SweepLayout(plan.sweep_dir), plan.spec)  # only once jobs went out
+    announce(session, submission)
+    return submission
+
+
+def announce(session: LaunchSession, submission: Submission) -> None:
     cells = sum(len(batch) for batch in submission.batches)
     arrays = submission.arrays
     session.events.say(
         f"submitted {cells} cells in {len(submission.jobs)} job(s) as {len(arrays)} "
         f"array(s): {', '.join(arrays)}"
     )
-    return submission
