@@ -165,6 +165,11 @@ def test_a_job_that_failed_before_training_shows_the_logs_first_error_line(
         ("12_0|OUT_OF_MEMORY|None|8G", ""),
         ("12_0|FAILED|None|8G", "slurmstepd: error: Detected 1 oom_kill event in StepId=12.batch"),
         ("12_0|FAILED|None|8G", "Traceback (most recent call last):\nMemoryError"),
+        (  # slurmd's OverMemoryKill without cgroups: FAILED (0:9), the reason only in the log
+            "12_0|FAILED|None|8G",
+            "slurmstepd-vm: error: StepId=12.batch exceeded memory limit (163651584 > 104857600),"
+            " being killed\nslurmstepd-vm: error: Exceeded job memory limit",
+        ),
     ],
 )
 def test_out_of_memory_says_the_memory_it_had_and_the_advice(

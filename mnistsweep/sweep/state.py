@@ -217,8 +217,13 @@ def out_of_memory(job: JobView) -> str:
 LOG_READ_LIMIT = 16 * 1024 * 1024
 OOM_ADVICE = "raise executor.slurm.mem_gb or lower executor.concurrent_cells, then launch again"
 # An out-of-memory kill as SLURM's step daemon, the kernel, Python or a GPU allocator report it.
+# Without cgroups, slurmd's own poll (JobAcctGatherParams=OverMemoryKill) kills the step and
+# sacct says FAILED, 0:9: only the log's "exceeded memory limit" tells it (seen on the test
+# cluster: "slurmstepd-vm: error: StepId=62.batch exceeded memory limit (163651584 > 104857600),
+# being killed", then "Exceeded job memory limit").
 OOM_LINE = re.compile(
-    r"oom[-_ ]?kill|out of memory|MemoryError|\bOOM when allocating|RESOURCE_EXHAUSTED",
+    r"oom[-_ ]?kill|out of memory|MemoryError|\bOOM when allocating|RESOURCE_EXHAUSTED"
+    r"|exceeded (job |step )?memory limit",
     re.IGNORECASE,
 )
 # A line that says what went wrong: mnistsweep's own (a setup line, a missing snapshot), the
