@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mnistsweep.execute.scheduler import slurm_output
@@ -102,15 +103,18 @@ def user() -> str:
 
 
 def read_limits(qos: str | None = None) -> ClusterLimits:
-    """The limits that apply to this user's jobs of QOS `qos` (else the QOS `normal`)."""
-    config = parse_config(slurm_output(["scontrol", "show", "config"], TIMEOUT_SECONDS) or "")
-    associations = slurm_output(
+    """The limits that apply to this user's jobs of QOS `qos` (else the QOS `normal`). The
+    three queries run at once: each sacctmgr call takes ~0.2 s of waiting on slurmdbd."""
+    commands = (
+        ["scontrol", "show", "config"],
         ["sacctmgr", "-n", "-P", "show", "assoc", f"user={user()}", "format=MaxSubmitJobs"],
-        TIMEOUT_SECONDS,
+        ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU"],
     )
-    qos_listing = slurm_output(
-        ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU"], TIMEOUT_SECONDS
-    )
+    with ThreadPoolExecutor(len(commands)) as pool:
+        shown, associations, qos_listing = pool.map(
+            lambda command: slurm_output(command, TIMEOUT_SECONDS), commands
+        )
+    config = parse_config(shown or "")
     enforce = config.get("AccountingStorageEnforce", "none").lower()
     return ClusterLimits(
         max_array_size=positive(config.get("MaxArraySize")),
