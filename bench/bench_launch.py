@@ -10,6 +10,11 @@ folder and times two launches of it:
   of the package to its return, with its stages (import, plan, data check, spec record, code
   snapshot, cluster limits, sbatch, the rest of submit) timed by wrapping the functions it calls.
 
+- raw submitit: a fresh interpreter that imports submitit and `map_array`s a trivial function
+  over the same count with the same sbatch options (one CPU, 1 GB, 5 minutes, held an hour),
+  from process start to exit, alternating with the end-to-end launch; the ratio of the medians
+  is issue 25's goal (<= 1.5x).
+
 Wall seconds depend on what else runs on the machine; the CPU seconds (user + system, of the
 command and the sbatch/scontrol it waits for) much less, so they compare code versions on a busy
 machine. The commands run in a temporary folder, so `PYTHONPATH=OTHER_CHECKOUT` times another
@@ -165,6 +170,35 @@ def launch_end_to_end(spec: Path, results: Path) -> tuple[float, float]:
     return seconds, children_cpu() - cpu
 
 
+# The baseline: what submitit alone does for the same count, as a user's own script would.
+RAW_SUBMITIT = """
+import sys
+import submitit
+folder, cells = sys.argv[1], int(sys.argv[2])
+executor = submitit.SlurmExecutor(folder=folder + "/%A")
+executor.update_parameters(cpus_per_task=1, mem="1GB", time=5, array_parallelism=cells,
+                           additional_parameters={"begin": "now+3600"})
+jobs = executor.map_array(abs, range(cells))
+print(jobs[0].job_id.split("_")[0])
+"""
+
+
+def raw_submitit(folder: Path, cells: int) -> tuple[float, str]:
+    """submitit's map_array from process start to exit: (wall seconds, the array's id)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", RAW_SUBMITIT, str(folder), str(cells)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"raw submitit failed:\n{done.stdout}{done.stderr}")
+    return seconds, done.stdout.split()[-1]
+
+
 def launch_in_process(spec: Path, results: Path) -> dict[str, float]:
     """`launch` in a fresh interpreter (this file with --stages), so imports are cold."""
     staged = subprocess.run(
@@ -275,12 +309,20 @@ def cancel(sweep_dir: Path, arrays: list[str]) -> None:
 
 def measure(
     folder: Path, cells: int, repeats: int
-) -> tuple[list[tuple[float, float]], list[dict[str, float]]]:
-    """Each repeat: an end-to-end launch and an in-process one, each checked and cancelled."""
+) -> tuple[list[tuple[float, float]], list[dict[str, float]], list[float]]:
+    """Each repeat: raw submitit, an end-to-end launch and an in-process one, each checked
+    (the launches) and cancelled."""
     spec = write_spec(folder, cells)
     end_to_end: list[tuple[float, float]] = []
     in_process: list[dict[str, float]] = []
+    raw: list[float] = []
     for repeat in range(repeats):
+        wait_for_room(cells)
+        seconds, array = raw_submitit(folder / f"raw-{repeat}", cells)
+        raw.append(seconds)
+        print(f"  run {repeat + 1} raw submitit map_array: {seconds:.3f} s (array {array})")
+        subprocess.run(["scancel", array], capture_output=True, check=False)
+
         results = folder / f"end-to-end-{repeat}"
         wait_for_room(cells)
         end_to_end.append(launch_end_to_end(spec, results))
@@ -294,7 +336,7 @@ def measure(
         parts = ", ".join(f"{key.strip()} {v:.3f}" for key, v in in_process[-1].items())
         print(f"  run {repeat + 1} in process: {parts}")
         cancel(results / SPEC_NAME, check_one_array(results / SPEC_NAME, cells))
-    return end_to_end, in_process
+    return end_to_end, in_process, raw
 
 
 def cancel_leftovers(folder: Path) -> None:
@@ -340,7 +382,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as temporary:
         try:
-            end_to_end, in_process = measure(Path(temporary), arguments.cells, arguments.repeats)
+            end_to_end, in_process, raw = measure(
+                Path(temporary), arguments.cells, arguments.repeats
+            )
         finally:
             cancel_leftovers(Path(temporary))
 
@@ -360,6 +404,11 @@ def main() -> None:
             [wall for wall, _ in end_to_end],
             [cpu for _, cpu in end_to_end],
         )
+    )
+    launch, baseline = statistics.median(wall for wall, _ in end_to_end), statistics.median(raw)
+    print(
+        f"raw submitit map_array of {arguments.cells} (process start included): median "
+        f"{baseline:.3f} s; launch / raw submitit = {launch / baseline:.2f}x (goal <= 1.5x)"
     )
     print(f"each launch: ONE array of {arguments.cells} tasks (jobs.jsonl and squeue), cancelled")
 
