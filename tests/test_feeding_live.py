@@ -33,15 +33,20 @@ def feeding_qos(cluster):  # noqa: F811
     sacctmgr("add", "qos", QOS)
     sacctmgr("modify", "qos", "where", f"name={QOS}", "set", "MaxSubmitJobsPerUser=3")
     sacctmgr("modify", "user", "where", f"name={limits.user()}", "set", f"qos+={QOS}")
-    listing = subprocess.run(
+    if qos_submit_limit() != "3":
+        pytest.skip(f"could not set MaxSubmitJobsPerUser=3 on the QOS {QOS}")
+
+
+def qos_submit_limit() -> str | None:
+    """MaxSubmitJobsPerUser of the QOS `feeding` as sacctmgr tells it; None when it cannot."""
+    shown = subprocess.run(
         ["sacctmgr", "-n", "-P", "show", "qos", f"name={QOS}", "format=MaxSubmitPU"],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    if listing.stdout.strip() != "3":
-        pytest.skip(f"could not set MaxSubmitJobsPerUser=3 on the QOS {QOS}")
+    return shown.stdout.strip() if shown.returncode == 0 else None
 
 
 def scontrol(action: str, job_id: str) -> None:

@@ -16,6 +16,7 @@ from test_feeding_live import (
     feeding_qos,  # noqa: F401  (a fixture)
     mnistsweep,
     poll,
+    qos_submit_limit,
     squeue,
     write_spec,
 )
@@ -29,14 +30,7 @@ PID_FILE = Path("/var/spool/slurm-local/slurmdbd.pid")
 
 
 def accounting_answers() -> bool:
-    shown = subprocess.run(
-        ["sacctmgr", "-n", "-P", "show", "qos", f"name={QOS}", "format=MaxSubmitPU"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return shown.returncode == 0 and shown.stdout.strip() == "3"
+    return qos_submit_limit() == "3"
 
 
 @pytest.fixture

@@ -187,11 +187,12 @@ def send(
             if cell.id not in sent
             for moved in moves
         )
-        if refused.submission and refused.submitted:
+        partial = refused.submission
+        if partial and partial.jobs:
             guard.record_spec(SweepLayout(plan.sweep_dir), plan.spec)
             if refused.over_a_limit:
-                announce(session, refused.submission)
-                return refused.submission
+                announce(session, partial)
+                return partial
             raise slurm.SubmissionRefused(
                 f"{refused}; {len(refused.submitted)} job(s) went out before and are recorded: "
                 "launch again to submit the rest"
