@@ -14,6 +14,10 @@ folder and times two launches of it:
   over the same count with the same sbatch options (one CPU, 1 GB, 5 minutes, held an hour),
   from process start to exit, alternating with the end-to-end launch; the ratio of the medians
   is issue 25's goal (<= 1.5x).
+- submit -> result of one trivial cell (linear, 1 epoch on 1,000 images): `launch SPEC --wait`
+  from process start to exit, against raw submitit submitting `abs(-1)` and waiting for its
+  result, and a fresh interpreter importing Keras on its backend (what a job cannot avoid);
+  the goal is the launch within 2 s of raw submitit plus that import.
 
 Wall seconds depend on what else runs on the machine; the CPU seconds (user + system, of the
 command and the sbatch/scontrol it waits for) much less, so they compare code versions on a busy
@@ -117,10 +121,10 @@ def wait_for_room(cells: int) -> None:
         time.sleep(15)
 
 
-def write_spec(folder: Path, cells: int) -> Path:
+def write_spec(folder: Path, cells: int, held: bool = True, name: str = SPEC_NAME) -> Path:
     """The smallest real training per cell, one cell per array task, held for an hour."""
     document = {
-        "name": SPEC_NAME,
+        "name": name,
         "grid": {"seed": list(range(cells))},
         "train": {"arch": "linear", "epochs": 1, "train_subset": 1000},
         "executor": {
@@ -130,11 +134,11 @@ def write_spec(folder: Path, cells: int) -> Path:
                 "cpus_per_task": 1,
                 "mem_gb": 1,
                 "timeout_min": 5,
-                "additional": {"begin": "now+3600"},
+                "additional": {"begin": "now+3600"} if held else {},
             },
         },
     }
-    path = folder / f"{SPEC_NAME}.yaml"
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
 
@@ -197,6 +201,66 @@ def raw_submitit(folder: Path, cells: int) -> tuple[float, str]:
     if done.returncode != 0:
         sys.exit(f"raw submitit failed:\n{done.stdout}{done.stderr}")
     return seconds, done.stdout.split()[-1]
+
+
+# One trivial job through submitit alone, submitted and waited for, as a user's script would.
+RAW_ROUND_TRIP = """
+import sys
+import submitit
+executor = submitit.SlurmExecutor(folder=sys.argv[1] + "/%j")
+executor.update_parameters(cpus_per_task=1, mem="1GB", time=5)
+assert executor.submit(abs, -1).result() == 1
+"""
+FRAMEWORK_IMPORT = (
+    "import time; t = time.perf_counter(); import keras; print(time.perf_counter() - t)"
+)
+
+
+def wall_of(command: list[str], cwd: Path, what: str) -> float:
+    """Seconds from before the interpreter starts until it has exited; exit on a failure."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{what} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+    return seconds
+
+
+def round_trips(folder: Path, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    """Submit -> result of one trivial cell, alternating: (launch --wait, raw submitit, import)."""
+    launched: list[float] = []
+    raw: list[float] = []
+    imports: list[float] = []
+    for repeat in range(repeats):
+        raw.append(
+            wall_of(
+                [sys.executable, "-c", RAW_ROUND_TRIP, str(folder / f"raw-trip-{repeat}")],
+                folder,
+                "raw submitit round trip",
+            )
+        )
+        name = f"{SPEC_NAME}-trip-{repeat}"
+        spec = write_spec(folder, 1, held=False, name=name)
+        command = [sys.executable, "-m", "mnistsweep", "launch", str(spec), "--wait"]
+        results = ["--executor", "slurm", "--results-dir", str(folder / "trips")]
+        launched.append(wall_of([*command, *results], folder, "launch --wait"))
+        imported = subprocess.run(
+            [sys.executable, "-c", FRAMEWORK_IMPORT], capture_output=True, text=True, check=True
+        )
+        imports.append(float(imported.stdout.split()[-1]))
+        print(
+            f"  run {repeat + 1} submit -> result: launch --wait {launched[-1]:.3f} s, raw "
+            f"submitit {raw[-1]:.3f} s, Keras import {imports[-1]:.3f} s"
+        )
+    return launched, raw, imports
 
 
 def launch_in_process(spec: Path, results: Path) -> dict[str, float]:
@@ -365,6 +429,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trip-repeats", type=int, default=3, help="submit -> result rounds")
     parser.add_argument("--stages", nargs=2, type=Path, metavar=("SPEC", "RESULTS"), help="worker")
     arguments = parser.parse_args()
     if arguments.stages:
@@ -385,6 +450,8 @@ def main() -> None:
             end_to_end, in_process, raw = measure(
                 Path(temporary), arguments.cells, arguments.repeats
             )
+            print(f"submit -> result of one trivial cell, {arguments.trip_repeats} rounds:")
+            trips = round_trips(Path(temporary), arguments.trip_repeats)
         finally:
             cancel_leftovers(Path(temporary))
 
@@ -411,6 +478,13 @@ def main() -> None:
         f"{baseline:.3f} s; launch / raw submitit = {launch / baseline:.2f}x (goal <= 1.5x)"
     )
     print(f"each launch: ONE array of {arguments.cells} tasks (jobs.jsonl and squeue), cancelled")
+    trip, trip_raw, keras_import = (statistics.median(values) for values in trips)
+    over = trip - trip_raw - keras_import
+    print(
+        f"submit -> result of one trivial cell: launch --wait median {trip:.3f} s, raw submitit "
+        f"{trip_raw:.3f} s, Keras import {keras_import:.3f} s; launch / raw submitit = "
+        f"{trip / trip_raw:.2f}x; beyond raw submitit and the import: {over:.3f} s (goal <= 2 s)"
+    )
 
 
 if __name__ == "__main__":

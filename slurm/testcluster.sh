@@ -285,7 +285,11 @@ SwitchType=switch/none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
+# Memory is enforced as on a real cluster: without cgroups (TaskPlugin=task/none), slurmd polls
+# each step's resident memory every second and kills a step over its --mem (sacct: FAILED 0:9,
+# the log: "exceeded memory limit").
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
