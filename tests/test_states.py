@@ -8,6 +8,7 @@ import json
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -368,9 +369,31 @@ def test_a_wait_with_accounting_down_ends_when_squeue_no_longer_lists_the_jobs(
     from mnistsweep.execute import scheduler as scheduling
 
     monkeypatch.setattr(scheduling, "POLL_SECONDS", 0)
+    monkeypatch.setattr(scheduling, "RESULT_POLL_SECONDS", 0)
     scheduler.says("sacct", error=ACCOUNTING_DOWN, code=1)
     assert polls_of_a_wait(scheduler, squeue_down=False) == 2
     assert polls_of_a_wait(scheduler, squeue_down=True) == 6
+
+
+def test_a_wait_sees_a_result_at_once_and_asks_the_scheduler_only_every_few_seconds(
+    scheduler, monkeypatch
+):
+    """The results are looked at between the scheduler's polls: a cell that ends soon after the
+    submission is seen within a fraction of a second, at the cost of one sacct."""
+    from mnistsweep.execute import scheduler as scheduling
+
+    monkeypatch.setattr(scheduling, "POLL_SECONDS", 60.0)
+    monkeypatch.setattr(scheduling, "RESULT_POLL_SECONDS", 0.01)
+    scheduler.says("sacct", "12_0|RUNNING|None|2G\n")
+    observed = []
+    real_observe = scheduling.observe
+    monkeypatch.setattr(scheduling, "observe", lambda ids: observed.append(1) or real_observe(ids))
+    looks = []
+    started = time.monotonic()
+    scheduling.wait(["12_0"], lambda: looks.append(1) or len(looks) > 4)
+    assert len(looks) == 5
+    assert observed == [1]
+    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("word", ["TIMEOUT", "NODE_FAIL", "PREEMPTED", "DEADLINE"])

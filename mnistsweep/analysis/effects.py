@@ -61,7 +61,7 @@ def axis_effects(
 ) -> pd.DataFrame:
     """One row per (axis, value, baseline) with matched pairs; one row with `pairs` 0 for an
     axis that has none. `axes` are the configuration axes (no seed)."""
-    from scipy.stats import t
+    from scipy.special import stdtrit  # scipy.stats's t.ppf, for a fifth of its import time
 
     rows: list[dict[str, Any]] = []
     for axis in axes:
@@ -74,7 +74,9 @@ def axis_effects(
             points = 100 * differences.to_numpy(dtype=float)
             mean, count = float(points.mean()), len(points)
             half = (
-                float(t.ppf(0.5 + CONFIDENCE / 2, count - 1) * points.std(ddof=1) / np.sqrt(count))
+                float(
+                    stdtrit(count - 1, 0.5 + CONFIDENCE / 2) * points.std(ddof=1) / np.sqrt(count)
+                )
                 if count > 1
                 else float("nan")
             )

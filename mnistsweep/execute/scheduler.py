@@ -18,7 +18,8 @@ from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell
 from mnistsweep.sweep.state import CellView, JobPhase, JobView, derive
 
-POLL_SECONDS = 5.0
+POLL_SECONDS = 5.0  # the scheduler
+RESULT_POLL_SECONDS = 0.5  # the result files, while a launch waits
 COMMAND_TIMEOUT_S = 60
 SQUEUE_FORMAT = "JobArrayID:64,State:24,RestartCnt:8,Reason:256"
 
@@ -325,13 +326,21 @@ def task_logs(sweep_dir: Path, job_ids: Iterable[str]) -> list[Path]:
 
 
 def wait(job_ids: Sequence[str], cells_finished: Callable[[], bool]) -> None:
-    """Stay until every cell has a result or every task has ended, polling every few seconds
-    (one observe per poll: one sacct, at most one squeue)."""
-    while not cells_finished():
-        view = observe(job_ids)
-        if job_ids and all(has_ended(view.job(job_id)) for job_id in job_ids):
-            break
-        time.sleep(POLL_SECONDS)
+    """Stay until every cell has a result or every task has ended. The result files are looked
+    at twice a second (a trivial cell's result shows at once), or less often where looking takes
+    long (at most a tenth of the time); the scheduler every few seconds (one sacct, at most one
+    squeue: it answers every user of the cluster)."""
+    next_observe = time.monotonic()
+    while True:
+        looked = time.monotonic()
+        if cells_finished():
+            return
+        if time.monotonic() >= next_observe:
+            view = observe(job_ids)
+            if job_ids and all(has_ended(view.job(job_id)) for job_id in job_ids):
+                return
+            next_observe = time.monotonic() + POLL_SECONDS
+        time.sleep(max(RESULT_POLL_SECONDS, 10 * (time.monotonic() - looked)))
 
 
 def has_ended(job: JobView | None) -> bool:
