@@ -28,6 +28,8 @@ def classified(relative: str) -> str | None:
         return "with models"
     if first == RunLayout.TENSORBOARD:
         return "with tensorboard"
+    if any(fnmatch.fnmatchcase(first, pattern) for pattern in RunLayout.RESUME_FILES):
+        return "with resume points"
     if any(fnmatch.fnmatchcase(first, pattern) for pattern in RunLayout.NOT_ARCHIVED):
         return "not archived"
     return None
@@ -66,11 +68,17 @@ def test_every_file_of_a_trained_run_folder_is_archived_or_deliberately_left_out
     kinds = {relative: classified(relative) for relative in held}
     assert None not in kinds.values(), f"unclassified run-folder files: {kinds}"
     path, foreign = archive.archive(
-        layout.root, tmp_path / "all.tar.xz", with_models=True, with_tensorboard=True
+        layout.root,
+        tmp_path / "all.tar.xz",
+        with_models=True,
+        with_tensorboard=True,
+        with_resume_points=True,
     )
     assert foreign is None
     with tarfile.open(path) as bundle:
         prefix = f"one/runs/{run.root.name}/"
         archived = sorted(n.removeprefix(prefix) for n in bundle.getnames() if n.startswith(prefix))
-    assert archived == sorted(r for r, kind in kinds.items() if kind != "not archived")
+    # A finished cell needs no resume point: it is never archived, even when asked for.
+    left_out = ("not archived", "with resume points")
+    assert archived == sorted(r for r, kind in kinds.items() if kind not in left_out)
     assert {"result.json", "probs_val.npy", "model.keras"} <= set(archived)

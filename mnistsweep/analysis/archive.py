@@ -4,12 +4,15 @@ What goes in: sweep.json, spec.yaml, the aggregate and report files, and per run
 `RunLayout.RESULT_FILES` lists (records, history, command, error, class probabilities stored as
 float16: three significant digits, plenty to ensemble and to report; read back as float32).
 Models and TensorBoard event files stay out unless asked for: they are most of a sweep's bytes
-and no table needs them. Only the sweep's own run folders go in (`sweep.identity`): a foreign one
-is named in one warning and left out. Every file is read through `fsio.open_read` and streamed.
+and no table needs them; so do unfinished cells' resume points (`RunLayout.RESUME_FILES`), which
+let a relaunch from the extracted folder go on from their last committed epoch. Only the sweep's
+own run folders go in (`sweep.identity`): a foreign one is named in one warning and left out.
+Every file is read through `fsio.open_read` and streamed.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import os
 import tarfile
@@ -22,7 +25,7 @@ import numpy as np
 
 from mnistsweep import fsio
 from mnistsweep.errors import MnistsweepError
-from mnistsweep.sweep import guard, identity
+from mnistsweep.sweep import guard, identity, records
 from mnistsweep.sweep.layout import RunLayout, SweepLayout
 
 SUFFIX = ".tar.xz"
@@ -39,6 +42,7 @@ def archive(
     *,
     with_models: bool = False,
     with_tensorboard: bool = False,
+    with_resume_points: bool = False,
 ) -> tuple[Path, str | None]:
     """Write the sweep's results into `output` (default: `<sweep folder>.tar.xz` beside it),
     never inside the sweep folder itself (it would overwrite or archive its own files); the
@@ -56,7 +60,7 @@ def archive(
     foreign = [found for run in runs if (found := own.check(run.root)) is not None]
     strangers = {item.name for item in foreign}
     kept = [run for run in runs if run.root.name not in strangers]
-    files = list(_files(layout, kept, with_models=with_models, with_tensorboard=with_tensorboard))
+    files = list(_files(layout, kept, with_models, with_tensorboard, with_resume_points))
 
     def save(temporary: Path) -> None:
         with tarfile.open(temporary, "w:xz", preset=PRESET) as bundle:
@@ -75,7 +79,11 @@ def safe_component(name: str) -> str:
 
 
 def _files(
-    layout: SweepLayout, runs: list[RunLayout], *, with_models: bool, with_tensorboard: bool
+    layout: SweepLayout,
+    runs: list[RunLayout],
+    with_models: bool,
+    with_tensorboard: bool,
+    with_resume_points: bool,
 ) -> Iterator[Path]:
     """Regular files only (a planted symlink is never followed into the archive)."""
     yield from _regular(layout.root / name for name in TOP_FILES)
@@ -86,6 +94,24 @@ def _files(
         yield from _regular(run.root / name for name in names)
         if with_tensorboard and run.tensorboard.is_dir() and not run.tensorboard.is_symlink():
             yield from _regular(sorted(run.tensorboard.rglob("*")))
+        if with_resume_points and not run.result.exists():
+            yield from _regular(_resume_point(run))
+
+
+def _resume_point(run: RunLayout) -> list[Path]:
+    """state.json and the training states it names; nothing when it is missing or damaged (the
+    cell then trains from its start, as it would here)."""
+    try:
+        state = records.read(records.RunState, run.state)
+    except records.DamagedRecord:
+        return []
+    if state is None:
+        return []
+    named = {run.named(name) for name in (state.checkpoint, state.best_weights) if name}
+    resumable = [
+        path for path in sorted(named) if fnmatch.fnmatchcase(path.name, RunLayout.RESUME_FILES[1])
+    ]
+    return [run.state, *resumable]
 
 
 def _regular(paths: Iterator[Path] | list[Path]) -> Iterator[Path]:

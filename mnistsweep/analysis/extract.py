@@ -18,6 +18,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import errno
+import fnmatch
 import gzip
 import io
 import lzma
@@ -232,7 +233,14 @@ def _allowed(archive_path: Path, relative: str) -> int:
     report = len(parts) == 2 and parts[0] == "report_files"
     in_run = len(parts) >= 3 and parts[0] == "runs"
     names = RunLayout.RESULT_FILES + RunLayout.MODEL_FILES
-    run_file = in_run and len(parts) == 3 and parts[2] in names
+    run_file = (
+        in_run
+        and len(parts) == 3
+        and (
+            parts[2] in names
+            or any(fnmatch.fnmatchcase(parts[2], pattern) for pattern in RunLayout.RESUME_FILES)
+        )
+    )
     tensorboard = in_run and len(parts) >= 4 and parts[2] == RunLayout.TENSORBOARD
     if not (top or report or run_file or tensorboard):
         raise Refused(f"{archive_path}: {relative!r} is no file of a sweep folder; refused")
@@ -253,6 +261,7 @@ def _verify(archive_path: Path, staged: SweepLayout) -> records.SweepRecord:
     for run in staged.run_folders():
         try:
             result = records.read(records.RunResult, run.result)
+            records.read(records.RunState, run.state)
         except records.DamagedRecord as damaged:
             raise Refused(f"{archive_path}: {_inside(damaged, staged)}") from None
         foreign = own.check(run.root)

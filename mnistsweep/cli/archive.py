@@ -23,6 +23,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--with-tensorboard", action="store_true", help="add each run's TensorBoard files"
     )
+    parser.add_argument(
+        "--with-resume-points",
+        action="store_true",
+        help="add unfinished cells' resume points (state.json and its checkpoints): a relaunch "
+        "from the extracted folder goes on from their last epoch",
+    )
     parser.add_argument("--extract", type=Path, metavar="FILE", help="read an archive back")
     parser.add_argument(
         "--results-dir", type=Path, help="where --extract puts the sweep (default: results/)"
@@ -49,6 +55,7 @@ def run_archive(args: argparse.Namespace) -> int:
         args.output,
         with_models=args.with_models,
         with_tensorboard=args.with_tensorboard,
+        with_resume_points=args.with_resume_points,
     )
     if foreign is not None:
         print(f"warning: {foreign}; left out of the archive", file=sys.stderr)

@@ -115,9 +115,12 @@ class RunLayout:
     PROBABILITY_FILES = ("probs_val.npy", "probs_test.npy")
     MODEL_FILES = ("model.keras",)  # archived on request (--with-models)
     TENSORBOARD = "tb"  # a folder of event files, archived on request (--with-tensorboard)
-    # The resume point, successive halving's hold on the cell (kept beside rungs/, which stays
-    # out too), the training's own files and failed attempts: never archived.
-    NOT_ARCHIVED = ("state.json", "stopped-early.json", ".lock", "failed-*", *TRAINING_FILES)
+    # An unfinished cell's resume point: its state and the training states it names, archived on
+    # request (--with-resume-points) so that a relaunch elsewhere goes on from its last epoch.
+    RESUME_FILES = ("state.json", "checkpoint-[0-9][0-9][0-9][0-9].npz")
+    # Successive halving's hold on the cell (kept beside rungs/, which stays out too), the
+    # training's other files and failed attempts: never archived.
+    NOT_ARCHIVED = ("stopped-early.json", ".lock", "failed-*", *TRAINING_FILES)
 
     def create(self) -> Path:
         return fsio.ensure_dir(self.root, self.sweep_root)
