@@ -28,7 +28,7 @@ def classified(relative: str) -> str | None:
         return "with models"
     if first == RunLayout.TENSORBOARD:
         return "with tensorboard"
-    if any(fnmatch.fnmatchcase(first, pattern) for pattern in RunLayout.RESUME_FILES):
+    if RunLayout.is_resume_file(first):
         return "with resume points"
     if any(fnmatch.fnmatchcase(first, pattern) for pattern in RunLayout.NOT_ARCHIVED):
         return "not archived"

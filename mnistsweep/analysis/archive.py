@@ -12,7 +12,6 @@ Every file is read through `fsio.open_read` and streamed.
 
 from __future__ import annotations
 
-import fnmatch
 import io
 import os
 import tarfile
@@ -60,7 +59,15 @@ def archive(
     foreign = [found for run in runs if (found := own.check(run.root)) is not None]
     strangers = {item.name for item in foreign}
     kept = [run for run in runs if run.root.name not in strangers]
-    files = list(_files(layout, kept, with_models, with_tensorboard, with_resume_points))
+    files = list(
+        _files(
+            layout,
+            kept,
+            with_models=with_models,
+            with_tensorboard=with_tensorboard,
+            with_resume_points=with_resume_points,
+        )
+    )
 
     def save(temporary: Path) -> None:
         with tarfile.open(temporary, "w:xz", preset=PRESET) as bundle:
@@ -81,6 +88,7 @@ def safe_component(name: str) -> str:
 def _files(
     layout: SweepLayout,
     runs: list[RunLayout],
+    *,
     with_models: bool,
     with_tensorboard: bool,
     with_resume_points: bool,
@@ -108,10 +116,7 @@ def _resume_point(run: RunLayout) -> list[Path]:
     if state is None:
         return []
     named = {run.named(name) for name in (state.checkpoint, state.best_weights) if name}
-    resumable = [
-        path for path in sorted(named) if fnmatch.fnmatchcase(path.name, RunLayout.RESUME_FILES[1])
-    ]
-    return [run.state, *resumable]
+    return [run.state, *(path for path in sorted(named) if RunLayout.is_resume_file(path.name))]
 
 
 def _regular(paths: Iterator[Path] | list[Path]) -> Iterator[Path]:

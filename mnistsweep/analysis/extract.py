@@ -18,7 +18,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import errno
-import fnmatch
 import gzip
 import io
 import lzma
@@ -234,12 +233,7 @@ def _allowed(archive_path: Path, relative: str) -> int:
     in_run = len(parts) >= 3 and parts[0] == "runs"
     names = RunLayout.RESULT_FILES + RunLayout.MODEL_FILES
     run_file = (
-        in_run
-        and len(parts) == 3
-        and (
-            parts[2] in names
-            or any(fnmatch.fnmatchcase(parts[2], pattern) for pattern in RunLayout.RESUME_FILES)
-        )
+        in_run and len(parts) == 3 and (parts[2] in names or RunLayout.is_resume_file(parts[2]))
     )
     tensorboard = in_run and len(parts) >= 4 and parts[2] == RunLayout.TENSORBOARD
     if not (top or report or run_file or tensorboard):

@@ -335,12 +335,13 @@ def wait(job_ids: Sequence[str], cells_finished: Callable[[], bool]) -> None:
         looked = time.monotonic()
         if cells_finished():
             return
+        looking = time.monotonic() - looked
         if time.monotonic() >= next_observe:
             view = observe(job_ids)
             if job_ids and all(has_ended(view.job(job_id)) for job_id in job_ids):
                 return
             next_observe = time.monotonic() + POLL_SECONDS
-        time.sleep(max(RESULT_POLL_SECONDS, 10 * (time.monotonic() - looked)))
+        time.sleep(max(RESULT_POLL_SECONDS, 10 * looking))
 
 
 def has_ended(job: JobView | None) -> bool:

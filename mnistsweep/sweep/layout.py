@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,10 @@ class RunLayout:
     # Successive halving's hold on the cell (kept beside rungs/, which stays out too), the
     # training's other files and failed attempts: never archived.
     NOT_ARCHIVED = ("stopped-early.json", ".lock", "failed-*", *TRAINING_FILES)
+
+    @classmethod
+    def is_resume_file(cls, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in cls.RESUME_FILES)
 
     def create(self) -> Path:
         return fsio.ensure_dir(self.root, self.sweep_root)
