@@ -190,6 +190,24 @@ def is_diverged(train_loss: float, train_accuracy: float, val_loss: float) -> bo
     return train_loss > DIVERGED_LOSS and train_accuracy < 2 * CHANCE_ACCURACY
 
 
+def fit_inputs(images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, Any]:
+    """`fit`'s data arguments for one epoch, in this order and these batches.
+
+    On TensorFlow, Keras feeds numpy arrays through a tf.data pipeline with a parallel map and
+    autotuned prefetch; tearing it down when `fit` returns left both cores idle for 4 s on
+    10,800 images and 16 s on 54,000 (measured: fancy_cnn, vgg_bn), once per epoch because the
+    trainer fits one epoch at a time. A plain sliced and batched dataset with autotuning off
+    gives the same batches (same order, same partial last batch) with no such wait."""
+    if keras.backend.backend() != "tensorflow":
+        return {"x": images, "y": labels, "batch_size": batch_size}
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    return {"x": dataset.with_options(options)}
+
+
 def train_epochs(
     model: keras.Model,
     split: Split,
@@ -213,9 +231,7 @@ def train_epochs(
         order = epoch_order(config["seed"], epoch, len(split.x_train))
         with clock("train"):
             logs = model.fit(
-                split.x_train[order],
-                split.y_train[order],
-                batch_size=config["batch_size"],
+                **fit_inputs(split.x_train[order], split.y_train[order], config["batch_size"]),
                 epochs=epoch + 1,
                 initial_epoch=epoch,
                 shuffle=False,
