@@ -131,6 +131,26 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
     assert not np.array_equal(order, trainer.epoch_order(4, 1, 1000))
 
 
+@settings(max_examples=25, deadline=None)
+@given(images=st.integers(1, 300), batch_size=st.integers(1, 128))
+def test_fit_inputs_are_the_images_in_order_in_batches_with_a_partial_last(images, batch_size):
+    """What `fit` trains on each epoch: consecutive batches of the given order (the last one
+    partial), as Keras batches the arrays itself; on TensorFlow with autotuning off."""
+    import keras
+
+    x = np.arange(images * 4, dtype="float32").reshape(images, 2, 2)
+    y = np.arange(images, dtype="int64")
+    inputs = trainer.fit_inputs(x, y, batch_size)
+    if keras.backend.backend() != "tensorflow":
+        assert inputs["batch_size"] == batch_size and inputs["x"] is x and inputs["y"] is y
+        return
+    assert set(inputs) == {"x"} and inputs["x"].options().autotune.enabled is False
+    batches = [(bx.numpy(), by.numpy()) for bx, by in inputs["x"]]
+    for (bx, by), start in zip(batches, range(0, images, batch_size), strict=True):
+        np.testing.assert_array_equal(bx, x[start : start + batch_size])
+        np.testing.assert_array_equal(by, y[start : start + batch_size])
+
+
 # --- training ------------------------------------------------------------------------------------
 
 
