@@ -164,6 +164,25 @@ def test_a_file_is_hashed_once_per_process(
     assert len(digest_calls) == 4
 
 
+def test_a_background_check_raises_what_load_raises(real: Mnist, tmp_path: Path) -> None:
+    _save(tmp_path / "good", _arrays(real))
+    good = data.BackgroundCheck(tmp_path / "good")
+    good.wait()
+    good.wait()  # waiting again: the same answer
+    images = real.x_train.copy()
+    images[5, 3, 3] ^= 0x10
+    _save(tmp_path / "altered", _arrays(_copy(real, x_train=images)))
+    for folder, problem in (
+        (tmp_path / "missing", "no MNIST at"),
+        (tmp_path / "altered", "x_train"),
+    ):
+        with pytest.raises(MnistsweepError) as from_load:
+            load(folder)
+        with pytest.raises(MnistsweepError, match=problem) as from_thread:
+            data.BackgroundCheck(folder).wait()
+        assert str(from_thread.value) == str(from_load.value)
+
+
 def test_a_file_changed_in_place_is_verified_again(real: Mnist, tmp_path: Path) -> None:
     """Same size, same path, same inode, modification time set back: still caught."""
     path = _save(tmp_path, _arrays(real))

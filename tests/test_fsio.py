@@ -75,6 +75,25 @@ def test_append_line_keeps_lines_whole(tmp_path):
     assert path.read_text().splitlines() == [f'{{"i": {i}}}' for i in range(50)]
 
 
+@given(
+    st.lists(
+        st.lists(st.text(st.characters(exclude_characters="\n\r"), max_size=40), max_size=30),
+        max_size=6,
+    )
+)
+@settings(max_examples=50, deadline=None)
+def test_append_lines_adds_each_batch_whole_and_in_order(batches):
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"fsio-lines-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    path = folder / "jobs.jsonl"
+    for batch in batches:
+        fsio.append_lines(path, batch)
+    expected = [line for batch in batches for line in batch]
+    content = path.read_text(encoding="utf-8") if path.exists() else ""
+    assert content.split("\n") == [*expected, ""] if expected else content == ""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @given(st.binary(max_size=2048))
 @settings(max_examples=50, deadline=None)
 def test_read_text_never_raises(content):

@@ -59,6 +59,17 @@ def test_cell_ids_are_stable_unique_and_names_readable(tmp_path):
     assert first[0].dirname.endswith(first[0].id)
 
 
+def test_cells_are_computed_once_but_handed_out_as_a_new_list(tmp_path):
+    spec = load_spec(write_spec(tmp_path, minimal()))
+    first = spec.cells()
+    first.pop()
+    assert len(spec.cells()) == 6 and spec.cells() is not spec.cells()
+    # the cached ids are the ids of the configs
+    fresh = load_spec(write_spec(tmp_path, minimal())).cells()
+    assert [c.id for c in spec.cells()] == [c.id for c in fresh]
+    assert len({c.id for c in fresh}) == 6
+
+
 def test_same_config_same_id_whether_fixed_or_an_axis(tmp_path):
     as_axis = parse_spec({"name": "a", "grid": {"epochs": [2]}}, Path("a.yaml")).cells()[0]
     as_fixed = parse_spec({"name": "b", "train": {"epochs": 2}}, Path("b.yaml")).cells()[0]

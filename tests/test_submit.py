@@ -2,6 +2,7 @@
 are given, golden sbatch scripts, checks on every value that reaches the script, the cluster's
 limits, the memory warning, and a refused submission that leaves nothing behind."""
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -411,11 +412,9 @@ def test_memory_warning_when_a_cells_share_is_below_its_need(tmp_path, fake_slur
     executor = type(spec.executor)(
         backend="slurm", cells_per_job=2, concurrent_cells=2, slurm=spec.executor.slurm
     )
-    packed = planning.Plan(
-        **{**plan.__dict__, "spec": type(spec)(**{**spec.__dict__, "executor": executor})}
-    )
+    packed = dataclasses.replace(plan, spec=dataclasses.replace(spec, executor=executor))
     warning = slurm.memory_warning(packed)
     assert warning is not None and "shared by 2 cells" in warning and "mem_gb: 4" in warning
     assert slurm.memory_warning(plan) is None  # one cell at a time: 2 GB is enough
-    measured = planning.Plan(**{**plan.__dict__, "peak_rss_mb": {"linear": 3000.0}})
+    measured = dataclasses.replace(plan, peak_rss_mb={"linear": 3000.0})
     assert "measured in this sweep" in (slurm.memory_warning(measured) or "")

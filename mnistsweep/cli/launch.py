@@ -62,9 +62,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    from mnistsweep.train import data
+
+    # Started before the launch's modules are imported and its plan made, which it overlaps.
+    checking = None if args.dry_run else data.BackgroundCheck(args.data_dir)
     from mnistsweep.execute import launch
 
-    request = make_request(args)
+    request = replace(make_request(args), data_checking=checking)
     events = ConsoleEvents()
     if args.dry_run:
         return show_dry_run(launch.dry_run(request, events))

@@ -155,10 +155,15 @@ def submit_feeder(
 
 
 def portable(request: LaunchRequest) -> LaunchRequest:
-    """The request with absolute folders: the feeder runs inside the code snapshot."""
+    """The request with absolute folders: the feeder runs inside the code snapshot, and checks
+    the data itself (the launcher's check in progress stays behind)."""
     data_dir = request.data_dir.absolute() if request.data_dir else None
     return dataclasses.replace(
-        request, results_dir=request.results_dir.absolute(), data_dir=data_dir, wait=False
+        request,
+        results_dir=request.results_dir.absolute(),
+        data_dir=data_dir,
+        wait=False,
+        data_checking=None,
     )
 
 

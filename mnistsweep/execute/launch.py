@@ -21,6 +21,7 @@ from mnistsweep.execute.backend import Backend, LaunchEvents, LaunchOutcome
 from mnistsweep.sweep import state as cell_state
 from mnistsweep.sweep.layout import SweepLayout
 from mnistsweep.sweep.spec import Cell, Spec
+from mnistsweep.train import data
 
 LOCK_WAIT_SECONDS = 60  # another launch of the sweep submits in seconds
 
@@ -35,6 +36,15 @@ class LaunchRequest:
     retry_failed: bool = False  # train failed cells again
     only: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # axis -> values to train
     wait: bool = False  # a cluster launch stays until every job ends
+    # the data check the command started before planning (None: check when asked)
+    data_checking: data.BackgroundCheck | None = field(default=None, compare=False)
+
+    def check_data(self) -> None:
+        """Raise when the data is missing or altered: the launch fails, not every job."""
+        if self.data_checking is None:
+            data.load(self.data_dir)
+        else:
+            self.data_checking.wait()
 
     @property
     def layout(self) -> SweepLayout:

@@ -36,20 +36,19 @@ class LocalBackend(Backend):
         data_dir = session.request.data_dir
         with session.planned() as plan:
             if plan.todo:
-                start(plan, data_dir)
+                session.request.check_data()  # fail here, not in every job
+                start(plan)
         if not plan.todo:
             return LaunchOutcome(plan)
         run_local(plan, data_dir, session.events.watch(plan, plan.todo, detached=False))
         return session.ended(plan, plan.todo)
 
 
-def start(plan: Plan, data_dir: Path | None) -> None:
-    """Under the launch lock: check the data, record the spec, set retried failures aside."""
+def start(plan: Plan) -> None:
+    """Under the launch lock, the data checked: record the spec, set retried failures aside."""
     from mnistsweep.execute import plan as planning
     from mnistsweep.sweep import guard
-    from mnistsweep.train import data
 
-    data.load(data_dir)  # fail here, not in every job, when the data is missing
     guard.record_spec(SweepLayout(plan.sweep_dir), plan.spec)
     for cell in plan.todo:
         if cell.id in plan.retried:

@@ -355,14 +355,18 @@ def record_jobs(
 ) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
     owner = identity.jobs_owner(layout.root)
-    for job, batch in zip(jobs, chunk, strict=True):
-        cells = [c.id for c in batch]
-        records.append_job(
-            layout.jobs,
+    records.append_jobs(
+        layout.jobs,
+        [
             records.JobRecord(
-                job_id=str(job.job_id), cells=cells, submitted=stamp, sweep_dir=owner
-            ),
-        )
+                job_id=str(job.job_id),
+                cells=[c.id for c in batch],
+                submitted=stamp,
+                sweep_dir=owner,
+            )
+            for job, batch in zip(jobs, chunk, strict=True)
+        ],
+    )
 
 
 # --- the dry run -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,13 +42,17 @@ class SlurmBackend(Backend):
 
         request, events = session.request, session.events
         check_results_path(request.layout.root)
-        with session.planned() as plan:
-            if plan.todo:
-                warning = memory_warning(plan)
-                if warning:
-                    events.say(warning)
-            cluster = limits.read_limits(plan.spec.executor.slurm.qos)
-            job_ids, left = submit_round(session, plan, cluster)
+        # The cluster's limits (sacctmgr and scontrol: waits on other processes) are read
+        # beside the planning, not after it.
+        with ThreadPoolExecutor(1, thread_name_prefix="limits") as beside:
+            cluster_read = beside.submit(limits.read_limits, request.spec.executor.slurm.qos)
+            with session.planned() as plan:
+                if plan.todo:
+                    warning = memory_warning(plan)
+                    if warning:
+                        events.say(warning)
+                cluster = cluster_read.result()
+                job_ids, left = submit_round(session, plan, cluster)
         waited_for = (*plan.todo, *(c for c in plan.spec.cells() if c.id in plan.covering))
         job_ids = [*sorted(set(plan.covering.values()) - {""}), *job_ids]
         while left and request.wait:
@@ -110,13 +115,11 @@ def submit_round(
     """Submit the planned batches the queue has room for; (job ids, batches left over). What
     is left over, a feeder job sends later (execute.feeder), unless the launcher waits."""
     from mnistsweep.execute import feeder
-    from mnistsweep.train import data
 
     if not plan.todo:
         feeder.settle(session, plan, cluster, [], None, [])
         return [], 0
-    data_dir = session.request.data_dir
-    data.load(data_dir)  # fail here, not in every job, when the data is missing
+    session.request.check_data()
     batches = plan.batches[: feeder.sendable(session, plan, cluster)]
     submission = send_what_fits(session, plan, batches, cluster) if batches else None
     left = plan.batches[len(submission.batches) if submission else 0 :]

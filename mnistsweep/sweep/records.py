@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -358,7 +359,12 @@ def read_jobs(path: Path) -> tuple[list[JobRecord], list[str]]:
 
 
 def append_job(path: Path, job: JobRecord) -> None:
-    fsio.append_line(path, job.model_dump_json())
+    append_jobs(path, [job])
+
+
+def append_jobs(path: Path, jobs: Sequence[JobRecord]) -> None:
+    """One write for a whole submission's jobs."""
+    fsio.append_lines(path, [job.model_dump_json() for job in jobs])
 
 
 def job_owners(jobs: list[JobRecord]) -> dict[str, str]:

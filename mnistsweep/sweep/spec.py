@@ -8,6 +8,7 @@ never costs a GPU-hour.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -375,8 +376,8 @@ class Cell:
     early_stopping: EarlyStopping | None = field(default=None, compare=False)
     block_size: int = field(default=1, compare=False)
 
-    @property
-    def id(self) -> str:
+    @functools.cached_property
+    def id(self) -> str:  # cached: a 1,000-cell launch asks for each id a dozen times
         canonical = json.dumps(dict(self.config), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -428,6 +429,11 @@ class Spec:
         return len(self.cells())
 
     def cells(self) -> list[Cell]:
+        """Every cell once, in grid order (a new list each call; the cells are computed once)."""
+        return list(self._cells)
+
+    @functools.cached_property
+    def _cells(self) -> tuple[Cell, ...]:
         base = {key: setting.default for key, setting in TRAIN_SETTINGS.items()}
         base.update(self.train)
         cells: dict[str, Cell] = {}
@@ -442,12 +448,12 @@ class Spec:
                     cell = Cell(config=config, axes=self.axes, block=block)
                     cells.setdefault(cell.id, cell)
         if self.early_stopping is None:
-            return list(cells.values())
+            return tuple(cells.values())
         sizes = Counter(cell.block for cell in cells.values())
-        return [
+        return tuple(
             replace(cell, early_stopping=self.early_stopping, block_size=sizes[cell.block])
             for cell in cells.values()
-        ]
+        )
 
     def explicit_grids(self) -> tuple[Grid, ...]:
         """The grid blocks with each sampled configuration as a block of its own (its drawn

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import threading
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -201,6 +202,34 @@ def load(data_dir: Path | str | None = None) -> Mnist:
             raise MnistsweepError(f"{error}; {REPAIR}") from None
         _verified.add(identity)
     return mnist
+
+
+class BackgroundCheck:
+    """:func:`load` on a daemon thread, started as soon as a command knows the data folder:
+    a launch imports its modules and plans while zlib and SHA-256 (which release the GIL) read
+    and verify the file. Daemon, so a launch that ends before it needs the check (a refused
+    spec, nothing to train) never waits for it."""
+
+    def __init__(self, data_dir: Path | str | None) -> None:
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        threading.Thread(
+            target=self._check, args=(data_dir,), name="data-check", daemon=True
+        ).start()
+
+    def _check(self, data_dir: Path | str | None) -> None:
+        try:
+            load(data_dir)
+        except BaseException as error:  # handed to the thread that waits
+            self._error = error
+        finally:
+            self._done.set()
+
+    def wait(self) -> None:
+        """Return once the data is verified; raise what :func:`load` raised."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
 
 
 # The most any one array of an MNIST file may take once read (70,000 images of 28x28 float64s,
