@@ -273,3 +273,25 @@ def test_a_cell_another_launch_is_training_is_reported_as_such(tmp_path, tiny_sp
     assert launched.returncode == 0, launched.stdout + launched.stderr
     assert "leaving 1 cell(s) to a process on this machine" in launched.stdout
     assert "nothing to train here" in launched.stdout and "has a result" not in launched.stdout
+
+
+WARM_UP = """
+import sys, time
+from mnistsweep.cli.launch_output import import_while_waiting
+import_while_waiting(["mnistsweep.report.build", "no_such_module_for_the_test"])
+deadline = time.monotonic() + 120
+while not hasattr(sys.modules.get("mnistsweep.report.build"), "write_report"):
+    assert time.monotonic() < deadline, "the report's modules were never imported"
+    time.sleep(0.05)
+print("matplotlib.figure" in sys.modules and "pandas" in sys.modules)
+"""
+
+
+def test_the_report_modules_are_imported_while_the_launcher_waits_and_quietly():
+    """The launcher's wait imports what its report needs; a module that fails there says nothing
+    (the report imports it again and says what failed), and the main thread goes on."""
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_UP], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True" and done.stderr == ""

@@ -3,6 +3,8 @@ report once every cell ended)."""
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,20 @@ if TYPE_CHECKING:
     from mnistsweep.sweep.spec import Cell
 
 INTERRUPTED = "interrupted: finished runs are kept; launch again to resume the rest"
+# What the table and the report after the jobs import (pandas, matplotlib, scipy: seconds from
+# a cold start), imported while the launcher waits for the jobs instead of after them.
+REPORT_MODULES = ("mnistsweep.analysis.tables", "mnistsweep.report.build")
+
+
+def import_while_waiting(modules: Sequence[str]) -> None:
+    def load() -> None:
+        try:
+            for module in modules:
+                importlib.import_module(module)
+        except Exception:  # the report imports them again, and says what failed
+            pass
+
+    threading.Thread(target=load, name="report-imports", daemon=True).start()
 
 
 class ConsoleEvents:
@@ -33,6 +49,7 @@ class ConsoleEvents:
         console.print(line, markup=False)
 
     def watch(self, plan: Plan, cells: Sequence[Cell], detached: bool) -> Callable[[], bool]:
+        import_while_waiting(REPORT_MODULES)
         if detached:
             self.interrupted_message = (
                 "interrupted: the jobs go on; follow them with `python -m mnistsweep status "

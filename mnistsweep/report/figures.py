@@ -231,7 +231,9 @@ def confusion_matrix(matrix: np.ndarray) -> Figure:
     for (true, predicted), count in np.ndenumerate(matrix):
         if count:
             color = "white" if count > threshold else "black"
-            axes.text(predicted, true, str(count), ha="center", va="center", color=color)
+            axes.text(
+                predicted, true, str(count), ha="center", va="center", color=color, in_layout=False
+            )
     classes = range(matrix.shape[0])
     axes.set_xticks(classes)
     axes.set_yticks(classes)
@@ -270,6 +272,7 @@ def digit_panels(
                 va="bottom",
                 fontsize=7.5,
                 linespacing=1.0,
+                in_layout=False,  # inside the axes: the layout need not measure each caption
             )
         axes.imshow(mosaic, cmap="gray_r", interpolation="nearest")
         axes.set_axis_off()
