@@ -426,7 +426,7 @@ class Spec:
 
     @property
     def size(self) -> int:
-        return len(self.cells())
+        return len(self._cells)
 
     def cells(self) -> list[Cell]:
         """Every cell once, in grid order (a new list each call; the cells are computed once)."""
